@@ -42,6 +42,7 @@ def _train(config, images, sampler_wrapper=None):
     ("vae", "maml", 4, "context"),        # CAVIA-style, second order
     ("vae", "reptile", 0, "all"),
     ("vae", "meta_sgd", 0, "all"),
+    ("gan", "meta_curvature", 0, "all"),  # learned preconditioner through WGAN-GP
 ])
 def test_every_algorithm_and_family_trains_and_summarises(tmp_path, model, algorithm,
                                                           context_dim, scope):

@@ -15,8 +15,9 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfmeta.errors import ConfigError  # noqa: E402
-from tfmeta.meta import (MAML, SGD, Adam, MetaSGD, ModelAggregation, Objective,  # noqa: E402
-                         Reptile, adapt, keras_loss, param_slices)
+from tfmeta.meta import (MAML, SGD, Adam, MetaCurvature, MetaSGD,  # noqa: E402
+                         ModelAggregation, Objective, Preconditioned, Reptile, adapt,
+                         keras_loss, param_slices)
 from tfmeta.models.classifiers import classification_objective, conv4  # noqa: E402
 from tfmeta.models.layers import MetaNorm  # noqa: E402
 
@@ -305,12 +306,90 @@ def test_meta_sgd_learning_rates_get_meta_gradients_and_move(tiny):
         np.testing.assert_array_equal(s, lr.numpy())
 
 
+def test_meta_curvature_at_identity_is_maml_with_sgd(tiny):
+    model, support, query = tiny
+    objective = classification_objective(model)
+    step = tf.constant(0, tf.int64)
+    curvature = MetaCurvature(model.trainable_variables, objective, objective, 0.5, 2,
+                              meta_optimizer=keras.optimizers.SGD(0.1))
+    maml = MAML(model.trainable_variables, objective, objective, SGD(0.5), 2,
+                meta_optimizer=keras.optimizers.SGD(0.1))
+    mc_grads, mc_metrics = curvature.meta_gradients(support, query, step)
+    maml_grads, _ = maml.meta_gradients(support, query, step)
+    by_var = dict(zip([id(v) for v in curvature.meta_variables], mc_grads))
+    theta = [by_var[id(v)] for v in model.trainable_variables]
+    assert _rel_error(theta, maml_grads) < 1e-12
+    assert float(mc_metrics["curvature_change"]) == 0.0
+
+
+def test_preconditioner_is_the_kronecker_mode_product():
+    rng = np.random.default_rng(3)
+    dense = rng.normal(size=(5, 3))          # [fan_in, fan_out]
+    conv = rng.normal(size=(2, 2, 3, 4))     # [kh, kw, fan_in, fan_out]
+    m_in, m_out = rng.normal(size=(5, 5)), rng.normal(size=(3, 3))
+    m_sp, m_ci, v_co = rng.normal(size=(4, 4)), rng.normal(size=(3, 3)), rng.normal(size=4)
+    bias = rng.normal(size=3)
+    rule = Preconditioned(0.1, [[None, m_in, m_out], [m_sp, m_ci, v_co], [bias]],
+                          [(1, 5, 3), (4, 3, 4), None])
+    # Dense: M_in G M_out^T. Conv: the same per spatial position, mixed across positions
+    # by M_sp, and a diagonal (vector) factor on the output channels.
+    np.testing.assert_allclose(rule.precondition(0, tf.constant(dense)),
+                               m_in @ dense @ m_out.T, rtol=1e-12)
+    flat = conv.reshape(4, 3, 4)
+    expected = np.stack([sum(m_sp[p, q] * (m_ci @ flat[q]) for q in range(4))
+                         for p in range(4)]) * v_co
+    np.testing.assert_allclose(rule.precondition(1, tf.constant(conv)),
+                               expected.reshape(conv.shape), rtol=1e-12)
+    np.testing.assert_allclose(rule.precondition(2, tf.constant(bias)), bias * bias)
+    new, _ = rule.update([tf.constant(dense)], [tf.constant(dense)], (), 0)
+    np.testing.assert_allclose(new[0], dense - 0.1 * (m_in @ dense @ m_out.T), rtol=1e-12)
+
+
+def test_meta_curvature_factors_get_exact_meta_gradients_and_move(tiny):
+    model, support, query = tiny
+    objective = classification_objective(model)
+    learner = MetaCurvature(model.trainable_variables, objective, objective, 0.3, 1,
+                            meta_optimizer=keras.optimizers.SGD(0.1))
+    factors = learner.update_rule_variables
+    # conv kernel: spatial 9x9 + out 2x2; dense kernel: 8x8 + 3x3; biases/norm: vectors.
+    assert sorted(tuple(f.shape) for f in factors) == sorted(
+        [(9, 9), (2, 2), (2,), (2,), (8, 8), (3, 3), (3,)])
+    grads, _ = learner.meta_gradients(support, query, tf.constant(0, tf.int64))
+    by_var = dict(zip([id(v) for v in learner.meta_variables], grads))
+    params = [tf.convert_to_tensor(v) for v in model.trainable_variables]
+    values = [tf.convert_to_tensor(f) for f in factors]
+
+    def f(flat):
+        it = iter(flat)
+        rebuilt = [[None if x is None else next(it) for x in fs] for fs in learner.factors]
+        rule = Preconditioned(0.3, rebuilt, learner.views)
+        return _meta_objective(objective, support, query, 1, rule)(params)
+    reference = _finite_difference(f, values)
+    assert _rel_error([by_var[id(v)] for v in factors], reference) < 1e-4
+    assert all(np.linalg.norm(by_var[id(v)]) > 0 for v in factors)
+    before = [v.numpy().copy() for v in factors]
+    learner.meta_step(support, query, 0)
+    assert all(not np.allclose(b, v.numpy()) for b, v in zip(before, factors))
+    assert float(learner.meta_step(support, query, 1)["curvature_change"]) > 0
+    # The factors are checkpointed.
+    path = tf.train.Checkpoint(**learner.trackables()).write(
+        os.path.join(os.environ.get("TMPDIR", "/tmp"), f"metacurv_{os.getpid()}"))
+    saved = [v.numpy().copy() for v in factors]
+    for v in factors:
+        v.assign(tf.zeros_like(v))
+    tf.train.Checkpoint(**learner.trackables()).read(path).assert_consumed()
+    for s, v in zip(saved, factors):
+        np.testing.assert_array_equal(s, v.numpy())
+
+
 LEARNERS = {
     "maml": lambda v, o: MAML(v, o, o, SGD(0.4), 1, meta_optimizer=keras.optimizers.Adam(1e-3)),
     "fomaml": lambda v, o: MAML(v, o, o, SGD(0.4), 2, first_order=True,
                                 meta_optimizer=keras.optimizers.Adam(1e-3)),
     "meta_sgd": lambda v, o: MetaSGD(v, o, o, 0.4, 1,
                                      meta_optimizer=keras.optimizers.Adam(1e-3)),
+    "meta_curvature": lambda v, o: MetaCurvature(v, o, o, 0.4, 1,
+                                                 meta_optimizer=keras.optimizers.Adam(1e-3)),
     "reptile": lambda v, o: Reptile(v, o, Adam(1e-3), 2, meta_step_size=0.1),
     "aggregation": lambda v, o: ModelAggregation(v, o, SGD(0.1), 2, weighting="softmax"),
 }

@@ -14,7 +14,8 @@ from trainers import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GEN_CONFIGS = ["configs/tiny_gan.cfg", "configs/omniglot_vae_cavia.cfg", "configs/demo.cfg",
-               "configs/omniglot_cgan.cfg"]
+               "configs/omniglot_cgan.cfg", "configs/omniglot_figr.cfg",
+               "configs/omniglot_maml_gan.cfg"]
 FEWSHOT_CONFIGS = ["configs/tiny_fewshot.cfg", "configs/omniglot_protonet_5w1s.cfg",
                    "configs/omniglot_maml_5w1s.cfg"]
 _ONE_STEP = ["--num_steps=1", "--log_every=1", "--eval_every=1", "--checkpoint_every=1",

@@ -17,8 +17,10 @@ __all__ = [
     "FEWSHOT_ALGORITHMS", "GENERATION_ALGORITHMS", "GENERATION_MODELS",
 ]
 
-FEWSHOT_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "reptile", "aggregation", "protonet")
-GENERATION_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "reptile", "aggregation")
+FEWSHOT_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature", "reptile",
+                      "aggregation", "protonet")
+GENERATION_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature", "reptile",
+                         "aggregation")
 GENERATION_MODELS = ("gan", "vae")
 INNER_OPTIMIZERS = ("sgd", "adam")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -146,9 +148,11 @@ class TrainConfig:
     eval_tasks: int = 600
     strategy: str = "default"
     num_cpu_replicas: int = 1
+    threads: int = 0
 
     def validate(self):
         _check(bool(self.workdir), "--workdir must be set")
+        _check(self.threads >= 0, "--threads must be >= 0 (0: TensorFlow's default)")
         _check(self.num_steps >= 0, "--num_steps must be >= 0")
         for name in ("log_every", "eval_every", "checkpoint_every", "eval_tasks",
                      "num_cpu_replicas"):

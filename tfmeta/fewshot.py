@@ -9,12 +9,13 @@ query set is normalised with its own statistics, as in the original MAML code).
 """
 
 import keras
+
 from tfmeta import config as cfg
 from tfmeta import distribute
 from tfmeta import train as train_lib
 from tfmeta.data import TaskSampler, load_class_images
 from tfmeta.eval.augmentation import confidence_interval
-from tfmeta.meta import SGD, Adam, MAML, MetaSGD, ModelAggregation, ProtoNet, Reptile
+from tfmeta.meta import ProtoNet, make_learner
 from tfmeta.models.classifiers import classification_objective, conv4, conv4_encoder
 
 __all__ = ["build_learner", "split_classification_task", "meta_test", "run"]
@@ -40,25 +41,12 @@ def build_learner(config):
         return encoder, ProtoNet(encoder, config.task.n_way, meta_opt)
     model = conv4(config.task.n_way, shape, norm=config.norm, pool=pool)
     objective = classification_objective(model)
-    rule = {"sgd": SGD, "adam": Adam}[inner.optimizer](inner.lr)
-    first_order = inner.first_order or outer.algorithm == "fomaml"
-    variables, seed = model.trainable_variables, config.train.seed
-    learners = {
-        "maml": lambda: MAML(variables, objective, objective, rule, inner.num_steps,
-                             first_order=first_order, meta_optimizer=meta_opt, seed=seed),
-        "fomaml": lambda: MAML(variables, objective, objective, rule, inner.num_steps,
-                               first_order=True, meta_optimizer=meta_opt, seed=seed),
-        "meta_sgd": lambda: MetaSGD(variables, objective, objective, inner.lr,
-                                    inner.num_steps, first_order=first_order,
-                                    meta_optimizer=meta_opt, seed=seed),
-        "reptile": lambda: Reptile(variables, objective, rule, inner.num_steps,
-                                   meta_step_size=outer.meta_step_size, seed=seed),
-        "aggregation": lambda: ModelAggregation(
-            variables, objective, rule, inner.num_steps, step_size=outer.meta_step_size,
-            weighting={"uniform": "uniform", "loss": "softmax"}[outer.aggregation_weighting],
-            seed=seed),
-    }
-    return model, learners[outer.algorithm]()
+    return model, make_learner(
+        outer.algorithm, model.trainable_variables, objective, objective,
+        inner_optimizer=inner.optimizer, inner_lr=inner.lr, num_inner_steps=inner.num_steps,
+        first_order=inner.first_order, meta_optimizer=meta_opt,
+        meta_step_size=outer.meta_step_size,
+        aggregation_weighting=outer.aggregation_weighting, seed=config.train.seed)
 
 
 def meta_test(config, learner, class_images, num_tasks, seed, batch=50):

@@ -34,8 +34,9 @@ from tfmeta import config as cfg
 from tfmeta import losses
 from tfmeta.data import scale_images
 from tfmeta.errors import ConfigError
-from tfmeta.meta import (SGD, Adam, MAML, MetaSGD, ModelAggregation, Objective, Reptile,
-                         adapt as inner_adapt, fold_seed)
+from tfmeta.meta import (GRADIENT_ALGORITHMS, Objective, adapt as inner_adapt, fold_seed,
+                         make_learner)
+from tfmeta.meta.common import tf_variable
 from tfmeta.models import presets
 
 __all__ = ["GenerativeModel", "build_learner", "split_generation_task", "to_batch",
@@ -192,40 +193,20 @@ class GenerativeModel:
         return [tf.convert_to_tensor(v) for v in self.variables]
 
 
-def _inner_update(inner):
-    return {"sgd": SGD, "adam": Adam}[inner.optimizer](inner.lr)
-
-
 def build_learner(config, model):
     """The learner of `config.outer.algorithm` over `model`'s meta-parameters."""
-    inner, outer, seed = config.inner, config.outer, config.train.seed
-    first_order = inner.first_order or outer.algorithm == "fomaml"
-    inner_obj, outer_obj = model.objectives(inner=True), model.objectives(inner=False)
-    meta_opt = lambda: keras.optimizers.Adam(outer.meta_lr, beta_1=0.5)  # noqa: E731
-    builders = {
-        "maml": lambda: MAML(model.variables, inner_obj, outer_obj, _inner_update(inner),
-                             inner.num_steps, first_order=first_order,
-                             meta_optimizer=meta_opt(), seed=seed),
-        "fomaml": lambda: MAML(model.variables, inner_obj, outer_obj, _inner_update(inner),
-                               inner.num_steps, first_order=True,
-                               meta_optimizer=meta_opt(), seed=seed),
-        "meta_sgd": lambda: MetaSGD(model.variables, inner_obj, outer_obj, inner.lr,
-                                    inner.num_steps, first_order=first_order,
-                                    meta_optimizer=meta_opt(), seed=seed),
-        "reptile": lambda: Reptile(model.variables, inner_obj, _inner_update(inner),
-                                   inner.num_steps, meta_step_size=outer.meta_step_size,
-                                   seed=seed),
-        "aggregation": lambda: ModelAggregation(
-            model.variables, inner_obj, _inner_update(inner), inner.num_steps,
-            step_size=outer.meta_step_size,
-            weighting={"uniform": "uniform", "loss": "softmax"}[outer.aggregation_weighting],
-            seed=seed),
-    }
-    if outer.algorithm in ("reptile", "aggregation") and config.adapt_scope == "context":
-        raise ConfigError("--adapt_scope=context needs a gradient-based outer loop "
-                          "(maml, fomaml, meta_sgd): Reptile/aggregation would only move "
+    inner, outer = config.inner, config.outer
+    if outer.algorithm not in GRADIENT_ALGORITHMS and config.adapt_scope == "context":
+        raise ConfigError(f"--adapt_scope=context needs a gradient-based outer loop "
+                          f"{GRADIENT_ALGORITHMS}: Reptile/aggregation would only move "
                           "the context offset")
-    return builders[outer.algorithm]()
+    return make_learner(
+        outer.algorithm, model.variables, model.objectives(inner=True),
+        model.objectives(inner=False), inner_optimizer=inner.optimizer, inner_lr=inner.lr,
+        num_inner_steps=inner.num_steps, first_order=inner.first_order,
+        meta_optimizer=keras.optimizers.Adam(outer.meta_lr, beta_1=0.5),
+        meta_step_size=outer.meta_step_size,
+        aggregation_weighting=outer.aggregation_weighting, seed=config.train.seed)
 
 
 def adapted_params(learner, model, support_images, steps, seed):
@@ -286,9 +267,8 @@ class GenerativeModule(tf.Module):
         self.config, self._model, self._learner = config, model, learner
         self.image_shape = model.image_shape
         self.latent_dim = model.latent_dim
-        self.meta_variables = [v.value if isinstance(v, keras.Variable) else v
-                               for v in model.variables]
-        self.learned_rates = [lr.value for lr in getattr(learner, "learning_rates", [])]
+        self.meta_variables = [tf_variable(v) for v in model.variables]
+        self.update_rule = [tf_variable(v) for v in learner.update_rule_variables]
         self.default_steps = int(steps if steps is not None else config.inner.eval_num_steps)
         self.support = None
         if support_images is not None:
@@ -302,7 +282,7 @@ class GenerativeModule(tf.Module):
 
     @property
     def variables(self):
-        out = list(self.meta_variables) + list(self.learned_rates)
+        out = list(self.meta_variables) + list(self.update_rule)
         if self.adapted_variables is not None:
             out += list(self.adapted_variables) + [self.support]
         return out

@@ -55,6 +55,8 @@ _FIELDS = {
     "strategy": ("train", "strategy", "default, mirrored or multi_worker"),
     "num_cpu_replicas": ("train", "num_cpu_replicas",
                          "split the CPU into N logical devices (MirroredStrategy on CPU)"),
+    "threads": ("train", "threads", "TF intra-op threads (0: all cores; 1 lets two runs "
+                "share 2 cores without contention)"),
 }
 
 
@@ -104,12 +106,13 @@ def build_config(defaults, values):
     return config
 
 
-def setup_runtime(num_cpu_replicas=1):
-    """Quiet TF and split the CPU before TF initialises (returns the tf module)."""
+def setup_runtime(num_cpu_replicas=1, threads=0):
+    """Quiet TF, set threads and split the CPU before TF initialises (returns tf)."""
     from absl import logging
     from tfmeta import runtime
     logging.set_verbosity(logging.WARNING)   # progress lines are printed by the library
-    return runtime.configure(num_cpu_replicas=num_cpu_replicas)
+    return runtime.configure(num_cpu_replicas=num_cpu_replicas, intra_op_threads=threads,
+                             inter_op_threads=threads)
 
 
 def main_guard(fn):

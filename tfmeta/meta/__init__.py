@@ -7,13 +7,17 @@ from tfmeta.meta.aggregation import ModelAggregation
 from tfmeta.meta.inner_loop import (SGD, Adam, AdaptResult, Objective, adapt, fold_seed,
                                     keras_loss, param_slices, stateless_apply)
 from tfmeta.meta.maml import MAML
+from tfmeta.meta.meta_curvature import MetaCurvature, Preconditioned
 from tfmeta.meta.meta_sgd import MetaSGD
 from tfmeta.meta.protonets import ProtoNet
+from tfmeta.meta.registry import GRADIENT_ALGORITHMS, make_learner
 from tfmeta.meta.reptile import Reptile
 
-LEARNERS = {"maml": MAML, "meta_sgd": MetaSGD, "reptile": Reptile,
+LEARNERS = {"maml": MAML, "meta_sgd": MetaSGD, "meta_curvature": MetaCurvature,
+            "reptile": Reptile,
             "aggregation": ModelAggregation, "protonet": ProtoNet}
 
 __all__ = ["SGD", "Adam", "AdaptResult", "Objective", "adapt", "fold_seed", "keras_loss",
-           "param_slices", "stateless_apply", "MAML", "MetaSGD", "Reptile",
+           "param_slices", "stateless_apply", "MAML", "MetaSGD", "MetaCurvature",
+           "Preconditioned", "Reptile", "make_learner", "GRADIENT_ALGORITHMS",
            "ModelAggregation", "ProtoNet", "LEARNERS"]

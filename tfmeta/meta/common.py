@@ -85,7 +85,13 @@ class Learner:
     tf.distribute, `meta_update(support, query, step, task_offset)` -> MetaUpdate,
     `update_variables` and `apply_update(values, step)` (so that `meta_step` equals
     `apply_update(meta_update(...).values)`).
+
+    `update_rule_variables`: the meta-learned variables of a learned inner update rule
+    (Meta-SGD rates, Meta-Curvature factors); empty for a fixed rule. They are
+    checkpointed with the learner and exported with the generator.
     """
+
+    update_rule_variables = ()
 
     def __init__(self, variables, inner_objectives, eval_objectives, inner_update,
                  num_inner_steps, seed=0, parallel_tasks=1):

@@ -49,17 +49,20 @@ class MAML(Learner):
                               "keras.optimizers.Adam(1e-3))")
         self.first_order = bool(first_order)
         self.meta_optimizer = meta_optimizer
-        # Companion variables: per-parameter extras trained by the same outer objectives
-        # as their parameter (Meta-SGD's learned rates). None = no companion.
-        companions = self._make_companions()
+        # Companion variables: per-parameter extras of a learned update rule (Meta-SGD's
+        # rates, Meta-Curvature's factors), trained by the same outer objectives as their
+        # parameter. Per parameter: None, a variable or a list of variables.
+        companions = [[] if c is None else list(c) if isinstance(c, (list, tuple)) else [c]
+                      for c in self._make_companions()]
+        self.update_rule_variables = [c for cs in companions for c in cs]
         trained = sorted({i for idx in self._eval_idx for i in idx})
         self._meta_vars, self._slots = [], {}
         for i in trained:
             self._slots[i] = [len(self._meta_vars)]
             self._meta_vars.append(self.variables[i])
-            if companions[i] is not None:
+            for c in companions[i]:
                 self._slots[i].append(len(self._meta_vars))
-                self._meta_vars.append(companions[i])
+                self._meta_vars.append(c)
         self.meta_optimizer.build(self._meta_vars)
 
     def _make_companions(self):
@@ -68,6 +71,8 @@ class MAML(Learner):
     def trackables(self):
         out = super().trackables()
         out["meta_optimizer"] = self.meta_optimizer
+        if self.update_rule_variables:
+            out["update_rule"] = [tf_variable(v) for v in self.update_rule_variables]
         return out
 
     def _task_gradients(self, support, query, task_seed):

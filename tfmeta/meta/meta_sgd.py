@@ -59,11 +59,6 @@ class MetaSGD(MAML):
         # Read the rates here, inside the caller's outer tape, so they get meta-gradients.
         return SGD([tf.convert_to_tensor(lr) for lr in self.learning_rates])
 
-    def trackables(self):
-        out = super().trackables()
-        out["inner_learning_rates"] = [lr.value for lr in self.learning_rates]
-        return out
-
     def meta_gradients(self, support, query, step, task_offset=0):
         grads, metrics = super().meta_gradients(support, query, step, task_offset)
         total = tf.add_n([tf.reduce_sum(tf.cast(tf.convert_to_tensor(lr), tf.float32))

@@ -1,0 +1,50 @@
+"""One place that turns an algorithm name into a learner (used by fewshot and generation)."""
+
+from tfmeta.errors import ConfigError
+from tfmeta.meta.aggregation import ModelAggregation
+from tfmeta.meta.inner_loop import SGD, Adam
+from tfmeta.meta.maml import MAML
+from tfmeta.meta.meta_curvature import MetaCurvature
+from tfmeta.meta.meta_sgd import MetaSGD
+from tfmeta.meta.reptile import Reptile
+
+__all__ = ["GRADIENT_ALGORITHMS", "make_learner"]
+
+# Algorithms whose outer loop differentiates the outer objectives (a meta-optimizer).
+GRADIENT_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature")
+
+
+def make_learner(algorithm, variables, inner_objectives, outer_objectives, *,
+                 inner_optimizer, inner_lr, num_inner_steps, first_order=False,
+                 meta_optimizer=None, meta_step_size=1.0, aggregation_weighting="uniform",
+                 seed=0):
+    """The learner `algorithm` over `variables` (see tfmeta.meta for each).
+
+    inner_optimizer: "sgd" or "adam" (fixed rules; meta_sgd / meta_curvature learn theirs
+    from `inner_lr`). first_order applies to the gradient-based algorithms ("fomaml" is
+    MAML with first_order=True). meta_optimizer: a fresh Keras optimizer for those.
+    aggregation_weighting: "uniform" or "loss" (softmax of negative adapted losses).
+    """
+    rule = {"sgd": SGD, "adam": Adam}[inner_optimizer](inner_lr)
+    first_order = first_order or algorithm == "fomaml"
+    gradient = dict(first_order=first_order, meta_optimizer=meta_optimizer, seed=seed)
+    builders = {
+        "maml": lambda: MAML(variables, inner_objectives, outer_objectives, rule,
+                             num_inner_steps, **gradient),
+        "meta_sgd": lambda: MetaSGD(variables, inner_objectives, outer_objectives, inner_lr,
+                                    num_inner_steps, **gradient),
+        "meta_curvature": lambda: MetaCurvature(variables, inner_objectives,
+                                                outer_objectives, inner_lr,
+                                                num_inner_steps, **gradient),
+        "reptile": lambda: Reptile(variables, inner_objectives, rule, num_inner_steps,
+                                   meta_step_size=meta_step_size, seed=seed),
+        "aggregation": lambda: ModelAggregation(
+            variables, inner_objectives, rule, num_inner_steps, step_size=meta_step_size,
+            weighting={"uniform": "uniform", "loss": "softmax"}[aggregation_weighting],
+            seed=seed),
+    }
+    builders["fomaml"] = builders["maml"]
+    if algorithm not in builders:
+        raise ConfigError(f"unknown meta-learning algorithm {algorithm!r}; one of "
+                          f"{sorted(builders)}")
+    return builders[algorithm]()
