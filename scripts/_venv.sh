@@ -10,9 +10,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 stamp="$venv/.tfmeta-installed"
 if [ ! -f "$stamp" ] || [ "$root/setup.cfg" -nt "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
-  echo "[tfmeta] installing tfmeta[serving,dev] into $venv (first time: ~1 minute)"
+  echo "[tfmeta] installing tfmeta[serving,search,dev] into $venv (first time: ~1 minute)"
   "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -e "$root[serving,dev]"
+  "$venv/bin/python" -m pip install -q -e "$root[serving,search,dev]"
   touch "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

@@ -305,3 +305,34 @@ def test_dcgan28_parameter_counts():
     # Reference pair of the speed benchmark: G ~0.55M (z = 64), critic ~0.43M.
     assert (g_params, d_params) == (565_985, 431_553)
     assert g.latent_dim == 64
+
+
+def test_structure_options_depth_skip_activation():
+    """Extra blocks add exactly their conv + norm weights; residual blocks keep the
+    identity path (zero block kernels leave the output unchanged); configs round-trip."""
+    z = np.random.default_rng(0).normal(size=(3, 8)).astype("float32")
+    base = Generator((28, 28, 1), 8, base_filters=4, name="g0")
+    deep = Generator((28, 28, 1), 8, base_filters=4, blocks=2, residual=True,
+                     activation="swish", name="g1")
+    # 2 stages x 2 blocks: 3x3 conv (no bias) + MetaNorm(batch) scale/offset.
+    extra = sum(9 * w * w + 2 * w for w in (8, 8, 4, 4))
+    assert deep.count_params() - base.count_params() == extra
+    assert deep(z).shape == (3, 28, 28, 1)
+    same = Generator.from_config(deep.get_config())
+    assert (same.blocks, same.residual, same.activation) == (2, True, "swish")
+    # Residual block with zero kernel: h + act(norm(0)) = h + act(beta) = h + act(0).
+    plain = Generator((28, 28, 1), 8, base_filters=4, blocks=1, residual=True, norm="none",
+                      name="g2")
+    flat = Generator((28, 28, 1), 8, base_filters=4, norm="none", name="g3")
+    for v_flat, v in zip(flat.weights, [w for w in plain.weights if "block" not in w.path]):
+        v.assign(v_flat)
+    for conv in plain.block_convs:
+        conv.kernel.assign(tf.zeros_like(conv.kernel))
+    np.testing.assert_allclose(plain(z), flat(z), atol=1e-6)
+    critic = Discriminator((28, 28, 1), 4, blocks=1, residual=True, norm="layer")
+    assert critic(deep(z)).shape == (3, 1)
+    vae = VAE((28, 28, 1), 4, base_filters=4, activation="elu", blocks=1)
+    assert vae.decoder.blocks == 1 and vae(np.zeros((2, 28, 28, 1), "float32"))[
+        "recon_logits"].shape == (2, 28, 28, 1)
+    with pytest.raises(ConfigError, match="activation"):
+        Generator((28, 28, 1), 8, activation="tanhh")

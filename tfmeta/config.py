@@ -210,6 +210,14 @@ class GenerationConfig:
       critic_steps: critic updates per generator update in each inner step (GANs).
       num_eval_classes: held-out evaluation characters shown in image summaries.
       num_samples: samples per character in summaries.
+      Structure (searched by trainers.search; 0 / "" keep the preset's):
+      width: base filters of the generator (GAN) or of the VAE.
+      critic_width: base filters of the GAN critic.
+      depth / critic_depth: extra 3x3 conv blocks per resolution stage of the
+        generator (VAE decoder) / critic.
+      residual: those extra blocks are residual (skip connections).
+      activation: hidden activation of the generator / VAE ("" = relu).
+      norm: normalisation of the generator / VAE decoder (MetaNorm mode, "" = preset's).
     """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig(n_way=1, k_shot=5, k_query=10, meta_batch_size=4)
@@ -229,6 +237,28 @@ class GenerationConfig:
     critic_steps: int = 1
     num_eval_classes: int = 8
     num_samples: int = 8
+    width: int = 0
+    critic_width: int = 0
+    depth: int = 0
+    critic_depth: int = 0
+    residual: bool = False
+    activation: str = ""
+    norm: str = ""
+
+    def model_overrides(self):
+        """Preset overrides (tfmeta.models.presets keys) of the structure fields."""
+        gan = self.model == "gan"
+        out = {"latent_dim": self.latent_dim,
+               "generator_filters" if gan else "base_filters": self.width,
+               "generator_norm" if gan else "norm": self.norm,
+               "activation": self.activation}
+        if gan:
+            out.update(discriminator_filters=self.critic_width,
+                       discriminator_blocks=self.critic_depth)
+        out = {k: v for k, v in out.items() if v}
+        out.update({"generator_blocks" if gan else "blocks": self.depth,
+                    "residual": self.residual})
+        return out
 
     def validate(self):
         for part in (self.data, self.task, self.inner, self.train):
@@ -247,6 +277,14 @@ class GenerationConfig:
                "--conditional_critic needs --model=gan and --context_dim > 0")
         _check(self.kl_weight >= 0, "--kl_weight must be >= 0")
         _check(self.latent_dim >= 0, "--latent_dim must be >= 0 (0: the preset's)")
+        for name in ("width", "critic_width", "depth", "critic_depth"):
+            _check(getattr(self, name) >= 0, f"--{name} must be >= 0")
+        _check(self.model == "gan" or not (self.critic_width or self.critic_depth),
+               "--critic_width/--critic_depth need --model=gan")
+        _check(self.activation in ("", "relu", "leaky_relu", "elu", "swish"),
+               f"--activation must be relu, leaky_relu, elu or swish, got {self.activation!r}")
+        _check(self.norm in ("", "none", "batch", "instance", "layer"),
+               f"--norm must be none, batch, instance or layer, got {self.norm!r}")
         _check(self.task.n_way == 1, "generation tasks are one class each: set --n_way=1")
         if self.data.dataset == "omniglot":
             _check(self.task.k_shot + self.task.k_query <= 20,

@@ -68,7 +68,7 @@ class GenerativeModel:
         size, channels = config.data.image_size, config.data.channels
         self.image_shape = (size, size, channels)
         ctx = config.context_dim
-        overrides = {"latent_dim": config.latent_dim} if config.latent_dim else {}
+        overrides = config.model_overrides()
         keras.utils.set_random_seed(seed)   # reproducible initial weights
         self.generator = self.discriminator = self.vae = self.encoder = None
         self.context_offset = None

@@ -11,9 +11,10 @@ import sys
 
 from absl import flags
 
-from tfmeta.errors import TfmetaError
+from tfmeta.errors import ConfigError, TfmetaError
 
-__all__ = ["define_flags", "build_config", "parse_config", "main_guard", "setup_runtime"]
+__all__ = ["define_flags", "build_config", "parse_config", "main_guard", "setup_runtime",
+           "with_flag_values", "flag_values_of", "to_flagfile"]
 
 # flag name → (config section, field name, help). Section None = top-level field.
 _FIELDS = {
@@ -92,18 +93,58 @@ def parse_config(defaults, argv):
 
 def build_config(defaults, values):
     """Builds and validates a config of type(defaults) from parsed flag `values`."""
-    sections = {f.name: {} for f in dataclasses.fields(defaults)
-                if dataclasses.is_dataclass(f.default)}
+    return with_flag_values(defaults, {name: getattr(values, name)
+                                       for name in _flag_names(defaults)})
+
+
+def _flag_names(config):
+    return list(_FIELDS) + [f.name for f in dataclasses.fields(config)
+                            if not dataclasses.is_dataclass(f.default)]
+
+
+def flag_values_of(config):
+    """{flag name: value} of a config: the inverse of `build_config`."""
+    values = {}
+    for name in _flag_names(config):
+        if name in _FIELDS:
+            section, field, _ = _FIELDS[name]
+            values[name] = getattr(getattr(config, section), field)
+        else:
+            values[name] = getattr(config, name)
+    return values
+
+
+def with_flag_values(config, values):
+    """A copy of `config` with {flag name: value} applied (validated), as if the flags
+    had been given on the command line after the flagfile."""
+    unknown = sorted(set(values) - set(_flag_names(config)))
+    if unknown:
+        raise ConfigError(f"unknown flag(s) {unknown} for {type(config).__name__}")
+    sections = {}
     top = {}
-    for name, (section, field, _) in _FIELDS.items():
-        sections[section][field] = getattr(values, name)
-    for f in dataclasses.fields(defaults):
-        if not dataclasses.is_dataclass(f.default):
-            top[f.name] = getattr(values, f.name)
-    parts = {s: dataclasses.replace(getattr(defaults, s), **v) for s, v in sections.items()}
-    config = dataclasses.replace(defaults, **parts, **top)
-    config.validate()
-    return config
+    for name, value in values.items():
+        if name in _FIELDS:
+            section, field, _ = _FIELDS[name]
+            sections.setdefault(section, {})[field] = value
+        else:
+            top[name] = value
+    parts = {s: dataclasses.replace(getattr(config, s), **v) for s, v in sections.items()}
+    out = dataclasses.replace(config, **parts, **top)
+    out.validate()
+    return out
+
+
+def to_flagfile(config, header="", exclude=("workdir", "data_dir", "cache_dir")):
+    """Flagfile text (one `--name=value` per line) that rebuilds `config`; flags in
+    `exclude` (machine-specific) and unset (None) values are left out."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    for name, value in flag_values_of(config).items():
+        if name in exclude or value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        lines.append(f"--{name}={value}")
+    return "\n".join(lines) + "\n"
 
 
 def setup_runtime(num_cpu_replicas=1, threads=0):

@@ -40,7 +40,9 @@ from tfmeta.errors import ConfigError, DataError
 __all__ = ["augmentation_accuracy", "select_characters", "to_markdown",
            "confidence_interval", "EVAL_SPLITS"]
 
-EVAL_SPLITS = ("evaluation",)
+# Splits whose characters no generator meta-trained on: "evaluation" for reported numbers,
+# "validation" (held-out background characters) for model selection (trainers.search).
+EVAL_SPLITS = ("evaluation", "validation")
 _CONV_WIDTHS = (32, 64, 64)
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPSILON = 1e-7

@@ -29,12 +29,30 @@ from keras import ops
 from tfmeta.errors import ConfigError
 from tfmeta.models.layers import MetaNorm, NORM_MODES
 
-__all__ = ["Generator", "Discriminator", "SpectralConv2D", "SpectralDense",
+__all__ = ["ACTIVATIONS", "Generator", "Discriminator", "SpectralConv2D", "SpectralDense",
            "UPSAMPLING_STAGES", "split_conditional_inputs", "validate_image_shape"]
 
 # Image height -> number of stride-2 stages between the s x s seed and the image.
 UPSAMPLING_STAGES = {28: 2, 32: 2, 64: 3}
 _LEAK = 0.2
+
+
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "swish")
+
+
+def activate(h, activation):
+    """One of ACTIVATIONS (leaky_relu uses slope 0.2, as the critic)."""
+    if activation == "leaky_relu":
+        return ops.leaky_relu(h, _LEAK)
+    return {"relu": ops.relu, "elu": ops.elu, "swish": ops.silu}[activation](h)
+
+
+def _check_depth(activation, blocks, residual):
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+    if int(blocks) < 0:
+        raise ConfigError(f"blocks (extra conv blocks per stage) must be >= 0, got {blocks!r}.")
+    return activation, int(blocks), bool(residual)
 
 
 def validate_image_shape(image_shape, arg="image_shape"):
@@ -197,11 +215,14 @@ class Generator(GenerativeShapes, keras.Model):
         of the current call, transductive at meta-test; see `tfmeta.models.layers`).
       kernel_size: kernel of the transposed convolutions.
       output_activation: "tanh" or "linear".
+      activation: hidden activation, one of ACTIVATIONS (default "relu", DCGAN's).
+      blocks: depth: extra 3x3 conv + norm + activation blocks after each upsampling.
+      residual: the extra blocks are residual (`h + block(h)`): skip connections.
     """
 
     def __init__(self, image_shape=(28, 28, 1), latent_dim=64, context_dim=0,
                  base_filters=64, norm="batch", kernel_size=4, output_activation="tanh",
-                 **kwargs):
+                 activation="relu", blocks=0, residual=False, **kwargs):
         super().__init__(**kwargs)
         self._image_shape = validate_image_shape(image_shape)
         _check_positive(latent_dim=latent_dim, base_filters=base_filters,
@@ -219,6 +240,8 @@ class Generator(GenerativeShapes, keras.Model):
         self.norm = norm
         self.kernel_size = int(kernel_size)
         self.output_activation = output_activation
+        self.activation, self.blocks, self.residual = _check_depth(activation, blocks,
+                                                                   residual)
 
         height, _, channels = self._image_shape
         stages = UPSAMPLING_STAGES[height]
@@ -239,6 +262,14 @@ class Generator(GenerativeShapes, keras.Model):
             use_bias=False, dtype=dt, name=f"up_{i}") for i in range(stages)]
         self.to_image = keras.layers.Conv2D(channels, 3, padding="same", dtype=dt,
                                             name="to_image")
+        # Extra depth: `blocks` 3x3 conv blocks after each upsampling stage (flat lists,
+        # stage-major), none by default (the DCGAN layout).
+        self.block_convs = [keras.layers.Conv2D(self._widths[i + 1], 3, padding="same",
+                                                use_bias=False, dtype=dt,
+                                                name=f"block_{i}_{b}")
+                            for i in range(stages) for b in range(self.blocks)]
+        self.block_norms = [MetaNorm(norm, dtype=dt, name=f"block_norm_{i}_{b}")
+                            for i in range(stages) for b in range(self.blocks)]
         self.build()
 
     def build(self, input_shape=None):
@@ -249,6 +280,11 @@ class Generator(GenerativeShapes, keras.Model):
             norm.build((None, size, size, self._widths[i]))
             if self.films:
                 self.films[i].build((None, self._context_dim))
+            if i > 0:
+                for b in range(self.blocks):
+                    k = (i - 1) * self.blocks + b
+                    self.block_convs[k].build((None, size, size, self._widths[i]))
+                    self.block_norms[k].build((None, size, size, self._widths[i]))
             if i < len(self.ups):
                 self.ups[i].build((None, size, size, self._widths[i]))
                 size *= 2
@@ -260,7 +296,14 @@ class Generator(GenerativeShapes, keras.Model):
         if context is not None:
             gamma, beta = ops.split(self.films[i](context), 2, axis=-1)
             h = h * (1.0 + gamma[:, None, None, :]) + beta[:, None, None, :]
-        return ops.relu(h)
+        return activate(h, self.activation)
+
+    def _blocks(self, stage, h):
+        for b in range(self.blocks):
+            k = stage * self.blocks + b
+            y = activate(self.block_norms[k](self.block_convs[k](h)), self.activation)
+            h = h + y if self.residual else y
+        return h
 
     def call(self, inputs, training=None):
         z, context = split_conditional_inputs(inputs, self._context_dim, "Generator")
@@ -269,7 +312,7 @@ class Generator(GenerativeShapes, keras.Model):
                         (-1, self._seed_size, self._seed_size, self._widths[0]))
         h = self._modulate(0, h, context)
         for i, up in enumerate(self.ups):
-            h = self._modulate(i + 1, up(h), context)
+            h = self._blocks(i, self._modulate(i + 1, up(h), context))
         h = self.to_image(h)
         return ops.tanh(h) if self.output_activation == "tanh" else h
 
@@ -278,7 +321,8 @@ class Generator(GenerativeShapes, keras.Model):
                 "latent_dim": self._latent_dim, "context_dim": self._context_dim,
                 "base_filters": self.base_filters, "norm": self.norm,
                 "kernel_size": self.kernel_size,
-                "output_activation": self.output_activation}
+                "output_activation": self.output_activation, "activation": self.activation,
+                "blocks": self.blocks, "residual": self.residual}
 
     @classmethod
     def from_config(cls, config):
@@ -306,10 +350,13 @@ class Discriminator(keras.Model):
       norm: "none", "layer" or "instance" (MetaNorm after every conv but the first).
         "batch" is refused: it couples samples and breaks per-sample gradient penalties.
       kernel_size: kernel of all stride-2 convs but the last.
+      blocks: depth: extra 3x3 stride-1 conv blocks after each stride-2 conv.
+      residual: the extra blocks are residual (`h + block(h)`).
     """
 
     def __init__(self, image_shape=(28, 28, 1), base_filters=64, context_dim=0,
-                 spectral_norm=False, norm="none", kernel_size=4, **kwargs):
+                 spectral_norm=False, norm="none", kernel_size=4, blocks=0, residual=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self._image_shape = validate_image_shape(image_shape)
         _check_positive(base_filters=base_filters, kernel_size=kernel_size)
@@ -325,16 +372,17 @@ class Discriminator(keras.Model):
         self.spectral_norm = bool(spectral_norm)
         self.norm = norm
         self.kernel_size = int(kernel_size)
+        _, self.blocks, self.residual = _check_depth("leaky_relu", blocks, residual)
 
         height = self._image_shape[0]
         stages = UPSAMPLING_STAGES[height] + 1
         self._widths = [self.base_filters * 2 ** i for i in range(stages)]
         dt = self.dtype_policy
 
-        def conv(filters, kernel, name):
+        def conv(filters, kernel, name, strides=2):
             if self.spectral_norm:
-                return SpectralConv2D(filters, kernel, strides=2, dtype=dt, name=name)
-            return keras.layers.Conv2D(filters, kernel, strides=2, padding="same",
+                return SpectralConv2D(filters, kernel, strides=strides, dtype=dt, name=name)
+            return keras.layers.Conv2D(filters, kernel, strides=strides, padding="same",
                                        dtype=dt, name=name)
 
         def dense(units, use_bias, name):
@@ -348,6 +396,12 @@ class Discriminator(keras.Model):
                        for i in range(1, stages)] if norm != "none" else [])
         self.readout = dense(1, True, "readout")
         self.embed = dense(self._widths[-1], False, "embed") if self._context_dim else None
+        self.block_convs = [conv(width, 3, f"block_{i}_{b}", strides=1)
+                            for i, width in enumerate(self._widths)
+                            for b in range(self.blocks)]
+        self.block_norms = ([MetaNorm(norm, dtype=dt, name=f"block_norm_{k}")
+                             for k in range(len(self.block_convs))]
+                            if norm != "none" else [])
         self.build()
 
     @property
@@ -366,6 +420,10 @@ class Discriminator(keras.Model):
             size, channels = (size + 1) // 2, self._widths[i]
             if i > 0 and self.norms:
                 self.norms[i - 1].build((None, size, size, channels))
+            for k in range(i * self.blocks, (i + 1) * self.blocks):
+                self.block_convs[k].build((None, size, size, channels))
+                if self.block_norms:
+                    self.block_norms[k].build((None, size, size, channels))
         self.readout.build((None, size * size * channels))
         if self.embed is not None:
             self.embed.build((None, self._context_dim))
@@ -380,6 +438,11 @@ class Discriminator(keras.Model):
             if i > 0 and self.norms:
                 h = self.norms[i - 1](h)
             h = ops.leaky_relu(h, _LEAK)
+            for k in range(i * self.blocks, (i + 1) * self.blocks):
+                conv_k = self.block_convs[k]
+                y = conv_k(h, training=training) if self.spectral_norm else conv_k(h)
+                y = ops.leaky_relu(self.block_norms[k](y) if self.block_norms else y, _LEAK)
+                h = h + y if self.residual else y
         flat = ops.reshape(h, (ops.shape(h)[0], -1))
         logits = (self.readout(flat, training=training) if self.spectral_norm
                   else self.readout(flat))
@@ -394,7 +457,8 @@ class Discriminator(keras.Model):
         return {**super().get_config(), "image_shape": list(self._image_shape),
                 "base_filters": self.base_filters, "context_dim": self._context_dim,
                 "spectral_norm": self.spectral_norm, "norm": self.norm,
-                "kernel_size": self.kernel_size}
+                "kernel_size": self.kernel_size, "blocks": self.blocks,
+                "residual": self.residual}
 
     @classmethod
     def from_config(cls, config):

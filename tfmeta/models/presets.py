@@ -33,38 +33,49 @@ PRESETS = {
         "generator_filters": 4, "generator_norm": "batch", "discriminator_filters": 4,
         "discriminator_norm": "none", "spectral_norm": False,
         "conditional_discriminator": False, "encoder_filters": 4,
+        "activation": "relu", "generator_blocks": 0, "discriminator_blocks": 0,
+        "residual": False,
     },
     "tiny_vae": {
         "family": "vae", "image_shape": (28, 28, 1), "latent_dim": 4, "context_dim": 0,
         "base_filters": 4, "norm": "none", "encoder_filters": 4,
+        "activation": "relu", "blocks": 0, "residual": False,
     },
     "dcgan28": {
         "family": "gan", "image_shape": (28, 28, 1), "latent_dim": 64, "context_dim": 0,
         "generator_filters": 32, "generator_norm": "batch", "discriminator_filters": 64,
         "discriminator_norm": "none", "spectral_norm": False,
         "conditional_discriminator": False, "encoder_filters": 32,
+        "activation": "relu", "generator_blocks": 0, "discriminator_blocks": 0,
+        "residual": False,
     },
     "dcgan32": {
         "family": "gan", "image_shape": (32, 32, 1), "latent_dim": 64, "context_dim": 0,
         "generator_filters": 32, "generator_norm": "batch", "discriminator_filters": 64,
         "discriminator_norm": "none", "spectral_norm": False,
         "conditional_discriminator": False, "encoder_filters": 32,
+        "activation": "relu", "generator_blocks": 0, "discriminator_blocks": 0,
+        "residual": False,
     },
     "dcgan64": {
         "family": "gan", "image_shape": (64, 64, 1), "latent_dim": 64, "context_dim": 0,
         "generator_filters": 32, "generator_norm": "batch", "discriminator_filters": 32,
         "discriminator_norm": "none", "spectral_norm": False,
         "conditional_discriminator": False, "encoder_filters": 32,
+        "activation": "relu", "generator_blocks": 0, "discriminator_blocks": 0,
+        "residual": False,
     },
     "vae28": {
         "family": "vae", "image_shape": (28, 28, 1), "latent_dim": 32, "context_dim": 0,
         "base_filters": 32, "norm": "none", "encoder_filters": 32,
+        "activation": "relu", "blocks": 0, "residual": False,
     },
     # vae28 with a layout-keeping support encoder (flattened 4x4 features).
     "vae28_spatial": {
         "family": "vae", "image_shape": (28, 28, 1), "latent_dim": 32, "context_dim": 0,
         "base_filters": 32, "norm": "none", "encoder_filters": 32,
         "encoder_pooling": "flatten",
+        "activation": "relu", "blocks": 0, "residual": False,
     },
 }
 
@@ -111,11 +122,14 @@ def build_gan(preset_name, image_shape=None, context_dim=None, **overrides):
     cfg = resolve_preset(preset_name, "gan", image_shape, context_dim, **overrides)
     generator = Generator(cfg["image_shape"], cfg["latent_dim"], cfg["context_dim"],
                           cfg["generator_filters"], norm=cfg["generator_norm"],
-                          name="generator")
+                          activation=cfg["activation"], blocks=cfg["generator_blocks"],
+                          residual=cfg["residual"], name="generator")
     d_context = cfg["context_dim"] if cfg["conditional_discriminator"] else 0
     discriminator = Discriminator(cfg["image_shape"], cfg["discriminator_filters"],
                                   context_dim=d_context, spectral_norm=cfg["spectral_norm"],
-                                  norm=cfg["discriminator_norm"], name="discriminator")
+                                  norm=cfg["discriminator_norm"],
+                                  blocks=cfg["discriminator_blocks"], residual=cfg["residual"],
+                                  name="discriminator")
     images = generator(_dummy_inputs(2, cfg["latent_dim"], cfg["context_dim"]))
     discriminator(images if not d_context
                   else (images, np.zeros((2, d_context), np.float32)))
@@ -126,7 +140,8 @@ def build_vae(preset_name, image_shape=None, context_dim=None, **overrides):
     """Builds the `VAE` of a "vae" preset (overrides as for `build_gan`)."""
     cfg = resolve_preset(preset_name, "vae", image_shape, context_dim, **overrides)
     vae = VAE(cfg["image_shape"], cfg["latent_dim"], cfg["context_dim"],
-              cfg["base_filters"], norm=cfg["norm"], name="vae")
+              cfg["base_filters"], norm=cfg["norm"], activation=cfg["activation"],
+              blocks=cfg["blocks"], residual=cfg["residual"], name="vae")
     images = np.zeros((2,) + tuple(cfg["image_shape"]), np.float32)
     vae(images if not cfg["context_dim"]
         else (images, np.zeros((2, cfg["context_dim"]), np.float32)))

@@ -16,7 +16,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfmeta.errors import ConfigError
-from tfmeta.models.gan import (UPSAMPLING_STAGES, GenerativeShapes, Generator,
+from tfmeta.models.gan import (UPSAMPLING_STAGES, GenerativeShapes, Generator, activate,
                                split_conditional_inputs, validate_image_shape)
 
 __all__ = ["VAE"]
@@ -37,10 +37,13 @@ class VAE(GenerativeShapes, keras.Model):
       base_filters: f; encoder widths f, 2f, ... (stride 2, 4x4, ReLU); decoder as
         `Generator(base_filters=f)`.
       norm: MetaNorm mode of the decoder (default "none": per-sample, no batch coupling).
+      activation, blocks, residual: hidden activation (encoder and decoder), extra
+        decoder depth and its skip connections, as for `Generator`.
     """
 
     def __init__(self, image_shape=(28, 28, 1), latent_dim=32, context_dim=0,
-                 base_filters=32, norm="none", **kwargs):
+                 base_filters=32, norm="none", activation="relu", blocks=0, residual=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self._image_shape = validate_image_shape(image_shape)
         if int(latent_dim) < 1 or int(base_filters) < 1 or int(context_dim) < 0:
@@ -51,6 +54,7 @@ class VAE(GenerativeShapes, keras.Model):
         self._context_dim = int(context_dim)
         self.base_filters = int(base_filters)
         self.norm = norm
+        self.activation, self.blocks, self.residual = activation, int(blocks), bool(residual)
         dt = self.dtype_policy
         stages = UPSAMPLING_STAGES[self._image_shape[0]]
         self._widths = [self.base_filters * 2 ** i for i in range(stages)]
@@ -60,6 +64,7 @@ class VAE(GenerativeShapes, keras.Model):
         self.enc_out = keras.layers.Dense(2 * self._latent_dim, dtype=dt, name="enc_out")
         self.decoder = Generator(self._image_shape, self._latent_dim, self._context_dim,
                                  self.base_filters, norm=norm, output_activation="linear",
+                                 activation=activation, blocks=blocks, residual=residual,
                                  dtype=dt, name="decoder")
         self.build()
 
@@ -82,7 +87,7 @@ class VAE(GenerativeShapes, keras.Model):
         self._context_args(context, "encode")
         h = images
         for conv in self.enc_convs:
-            h = ops.relu(conv(h))
+            h = activate(conv(h), self.activation)
         h = ops.reshape(h, (ops.shape(h)[0], -1))
         if context is not None:
             h = ops.concatenate([h, ops.cast(context, h.dtype)], axis=-1)
@@ -117,7 +122,9 @@ class VAE(GenerativeShapes, keras.Model):
     def get_config(self):
         return {**super().get_config(), "image_shape": list(self._image_shape),
                 "latent_dim": self._latent_dim, "context_dim": self._context_dim,
-                "base_filters": self.base_filters, "norm": self.norm}
+                "base_filters": self.base_filters, "norm": self.norm,
+                "activation": self.activation, "blocks": self.blocks,
+                "residual": self.residual}
 
     @classmethod
     def from_config(cls, config):

@@ -1,0 +1,260 @@
+"""Structure and hyper-parameter search for few-shot generators, scored on meta-validation.
+
+Library half of `trainers.search` (which owns the flags). Optuna (define-by-run, RDB
+storage) is used rather than KerasTuner: our trials are custom meta-training loops, not
+`model.fit`, so KerasTuner's fit-centred Tuner would be bypassed anyway; Optuna gives
+conditional spaces, median pruning on intermediate scores and a resumable study in one
+SQLite file.
+
+A *space* maps a parameter name (a trainers.meta_gan flag name, e.g. "width",
+"inner_lr") to a spec:
+  [a, b, ...]               categorical choice;
+  {"log": [low, high]}      float, log-uniform;
+  {"float": [low, high]}    float, uniform;
+  {"int": [low, high]}      integer, inclusive.
+
+Objective (minimised): the domain Fréchet distance (tfmeta.eval, features of the
+classifier trained on background characters) between samples of the adapted generator
+and the held-out real drawings of `num_characters` *validation* characters, each adapted
+from `k_shot` drawings with the config's `eval_num_steps`. Validation characters are
+background characters excluded from the meta-training split; the evaluation split is
+never read, so a search cannot overfit the numbers we report.
+
+Each trial meta-trains in `len(rungs)` stages (cumulative step counts); after each stage
+the score is reported and Optuna's median pruner may stop the trial (early stopping).
+A trial's workdir is keyed by its parameters, and a trial left unfinished by an
+interrupted search is re-queued with the same parameters on restart, so it resumes from
+its last checkpoint: running the same command again continues the search.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from tfmeta.errors import ConfigError, DivergenceError
+
+__all__ = ["default_space", "validate_space", "suggest", "validation_score", "run_search",
+           "trial_table"]
+
+STUDY_NAME = "tfmeta_search"
+
+
+def default_space(model):
+    """The default space of a family (structure + inner/outer loop), see module doc."""
+    space = {
+        "width": [16, 32, 48],
+        "depth": [0, 1, 2],
+        "residual": [False, True],
+        "activation": ["relu", "leaky_relu", "elu", "swish"],
+        "norm": ["none", "instance", "layer"],
+        "inner_steps": [1, 2, 3],
+        "inner_lr": {"log": [0.01, 1.0]},
+        "meta_lr": {"log": [1e-4, 3e-3]},
+        "algorithm": ["fomaml", "maml", "meta_sgd", "meta_curvature"],
+    }
+    if model == "gan":
+        space.update(critic_width=[32, 64], critic_depth=[0, 1],
+                     norm=["none", "batch", "instance"])
+    return space
+
+
+def validate_space(space):
+    """Raises ConfigError for a malformed space (see module doc); returns it."""
+    if not isinstance(space, dict) or not space:
+        raise ConfigError("the search space must be a non-empty JSON object "
+                          "{flag name: spec}")
+    for name, spec in space.items():
+        if isinstance(spec, list):
+            if not spec or not all(isinstance(v, (bool, int, float, str)) for v in spec):
+                raise ConfigError(f"search space {name!r}: a choice list needs >= 1 "
+                                  f"bool/int/float/str values, got {spec!r}")
+            continue
+        kind = next(iter(spec), None) if isinstance(spec, dict) and len(spec) == 1 else None
+        bounds = spec.get(kind) if kind else None
+        if kind not in ("log", "float", "int") or not (
+                isinstance(bounds, list) and len(bounds) == 2 and bounds[0] < bounds[1]
+                and (kind != "log" or bounds[0] > 0)):
+            raise ConfigError(f"search space {name!r}: expected a list of choices or "
+                              f"{{'log'|'float'|'int': [low, high]}} with low < high "
+                              f"(low > 0 for log), got {spec!r}")
+    return space
+
+
+def suggest(trial, space):
+    """Parameters of an Optuna trial drawn from `space`: {name: value}."""
+    params = {}
+    for name, spec in space.items():
+        if isinstance(spec, list):
+            params[name] = trial.suggest_categorical(name, spec)
+        elif "int" in spec:
+            params[name] = trial.suggest_int(name, *spec["int"])
+        else:
+            params[name] = trial.suggest_float(name, *spec.get("log", spec.get("float")),
+                                               log="log" in spec)
+    return params
+
+
+def validation_score(model, learner, config, validation_images, extractor, *,
+                     num_characters, k_shot, num_samples, seed=0):
+    """(Fréchet distance, all sample metrics) of the adapted generator on validation."""
+    from tfmeta.eval.baselines import sample_metrics
+    from tfmeta.eval.generators import GeneratorSampler
+    sampler = GeneratorSampler(model, learner, config.inner.eval_num_steps, name="trial")
+    metrics = sample_metrics(validation_images, {"trial": sampler}, extractor,
+                             split="validation", num_characters=num_characters,
+                             k_shot=k_shot, num_samples=num_samples, selection_seed=seed,
+                             seed=seed)["methods"]["trial"]
+    return float(metrics["frechet"]), metrics
+
+
+def _trial_dir(workdir, params):
+    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(workdir, "trials", key)
+
+
+def _write_hparams(workdir, number, params, rung, score, space):
+    """TensorBoard hparams-plugin summaries of one trial (score after each rung)."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+    root = os.path.join(workdir, "hparams")
+    if not os.path.exists(root):
+        with tf.summary.create_file_writer(root).as_default():
+            hp.hparams_config(
+                hparams=[hp.HParam(n, hp.Discrete(s) if isinstance(s, list) else None)
+                         for n, s in space.items()],
+                metrics=[hp.Metric("validation_frechet", display_name="validation FD")])
+    with tf.summary.create_file_writer(os.path.join(root, f"trial_{number:04d}")).as_default():
+        if rung == 0:
+            hp.hparams(params, trial_id=f"trial_{number:04d}")
+        tf.summary.scalar("validation_frechet", score, step=rung)
+
+
+def _requeue_interrupted(study, log):
+    """Marks trials left RUNNING by a killed search as failed and re-queues their params."""
+    import optuna
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params)
+        log(f"[search] trial {t.number} was interrupted; re-queued (resumes from its "
+            "checkpoint)")
+
+
+def run_search(space, make_config, train_images, validation_images, extractor, *,
+               workdir, num_trials, rungs, max_minutes=0.0, seed=0, num_characters=20,
+               k_shot=5, num_samples=10, log=print, on_trial_end=None):
+    """Runs (or resumes) the search; returns the Optuna study.
+
+    Args:
+      space: see module doc (validated).
+      make_config: `params -> GenerationConfig` (the trainer applies the parameters as
+        flags over its base flagfile, so a trial config is exactly what trainers.meta_gan
+        would build); its `train.workdir` is replaced per trial.
+      train_images / validation_images: ClassImages of the meta-training and validation
+        splits.
+      extractor: tfmeta.eval feature extractor (background characters only).
+      workdir: study.db, trials/<key>/, hparams/ (TensorBoard).
+      num_trials: finished (complete or pruned) trials to reach, counting earlier runs.
+      rungs: increasing cumulative meta-training steps; a trial reports after each.
+      max_minutes: wall-clock budget of this call (0: none); no new trial starts after it.
+      on_trial_end: called with the study after every finished trial (reporting).
+    """
+    import optuna
+    from tfmeta import meta_gan
+    validate_space(space)
+    rungs = [int(r) for r in rungs]
+    if not rungs or rungs[0] < 1 or any(b <= a for a, b in zip(rungs, rungs[1:])):
+        raise ConfigError(f"rungs must be increasing step counts >= 1, got {rungs}")
+    os.makedirs(workdir, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=STUDY_NAME, storage=f"sqlite:///{os.path.join(workdir, 'study.db')}",
+        load_if_exists=True, direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    _requeue_interrupted(study, log)
+    quiet = lambda message: None  # noqa: E731
+
+    def objective(trial):
+        params = suggest(trial, space)
+        base = make_config(params)
+        trial_dir = _trial_dir(workdir, params)
+        started = time.time()
+        log(f"[search] trial {trial.number}: {json.dumps(params, sort_keys=True)}")
+        trial.set_user_attr("workdir", trial_dir)
+        for rung, steps in enumerate(rungs):
+            config = dataclasses.replace(base, train=dataclasses.replace(
+                base.train, workdir=trial_dir, num_steps=steps,
+                eval_every=max(base.train.eval_every, steps)))
+            try:
+                model, learner, _ = meta_gan.fit(config, train_images, validation_images,
+                                                 log=quiet)
+                score, metrics = validation_score(
+                    model, learner, config, validation_images, extractor,
+                    num_characters=num_characters, k_shot=k_shot, num_samples=num_samples,
+                    seed=seed)
+            except DivergenceError as e:
+                trial.set_user_attr("diverged", str(e))
+                log(f"[search] trial {trial.number} diverged at rung {rung}: pruned")
+                raise optuna.TrialPruned() from None
+            if not np.isfinite(score):
+                raise optuna.TrialPruned()
+            trial.report(score, rung)
+            trial.set_user_attr("rung", rung)
+            trial.set_user_attr("steps", steps)
+            trial.set_user_attr("minutes", (time.time() - started) / 60)
+            trial.set_user_attr("metrics", metrics)
+            _write_hparams(workdir, trial.number, params, rung, score, space)
+            log(f"[search] trial {trial.number} rung {rung} ({steps} steps): validation "
+                f"FD {score:.1f} ({(time.time() - started) / 60:.1f} min)")
+            if rung < len(rungs) - 1 and trial.should_prune():
+                log(f"[search] trial {trial.number}: pruned (worse than the median)")
+                raise optuna.TrialPruned()
+        return score
+
+    deadline = time.time() + max_minutes * 60 if max_minutes else None
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    while True:
+        done = len(study.get_trials(deepcopy=False, states=finished))
+        if done >= num_trials:
+            break
+        if deadline is not None and time.time() >= deadline:
+            log(f"[search] time budget of {max_minutes} min used after {done} trials")
+            break
+        study.optimize(objective, n_trials=1, catch=())
+        if on_trial_end is not None:
+            on_trial_end(study)
+        log(f"[search] {done + 1}/{num_trials} trials finished")
+    return study
+
+
+def trial_table(study):
+    """Markdown table of every trial (best first) and the best params (or None)."""
+    import optuna
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.RUNNING:
+            continue
+        score = t.value if t.value is not None else (
+            list(t.intermediate_values.values())[-1] if t.intermediate_values else None)
+        rows.append((t.state.name.lower(), score, t))
+    rows.sort(key=lambda r: (r[0] != "complete", np.inf if r[1] is None else r[1]))
+    names = sorted({k for _, _, t in rows for k in t.params})
+    lines = ["| trial | state | validation FD | steps | minutes | " + " | ".join(names) + " |",
+             "|" + "---|" * (5 + len(names))]
+    for state, score, t in rows:
+        values = [_fmt(t.params.get(n)) for n in names]
+        lines.append(f"| {t.number} | {state} | {_fmt(score)} | "
+                     f"{t.user_attrs.get('steps', '')} | "
+                     f"{_fmt(t.user_attrs.get('minutes'))} | " + " | ".join(values) + " |")
+    complete = [r for r in rows if r[0] == "complete"]
+    return "\n".join(lines) + "\n", (complete[0][2].params if complete else None)
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
