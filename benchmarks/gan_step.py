@@ -5,7 +5,11 @@ k = 10 inner steps, each a critic step then a generator step with the functional
 (lr 1e-4), generator `dcgan28` (z = 64, 565,985 parameters) and
 critic (431,553), Reptile interpolation 0.1. Synthetic data of Omniglot's shape. Prints
 
-    config=reptile_wgan_gp_k10 seconds_per_meta_iter=<median> compile_seconds=<x> peak_rss_mb=<x>
+    peak conv3x3_gflops_per_s=<x> matmul_gflops_per_s=<x>
+    config=reptile_wgan_gp_k10 seconds_per_meta_iter=<median> compile_seconds=<x>
+        peak_rss_mb=<x> gflop_per_meta_iter=<x> achieved_gflops_per_s=<x> ...
+
+`--jit_compile` compiles the meta-step with XLA (measured; see benchmarks/README.md).
 
     python -m benchmarks.gan_step [--repeats 10] [--inner_steps 10] [--meta_batch_size 1]
 """
@@ -22,11 +26,18 @@ def main(argv=None):
     parser.add_argument("--meta_batch_size", type=int, default=1)
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--preset", default="dcgan28")
+    parser.add_argument("--jit_compile", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0=auto)")
     args = parser.parse_args(argv)
 
     from tfmeta import runtime
-    runtime.configure()
+    runtime.configure(intra_op_threads=args.threads)
     import numpy as np
+    import tensorflow as tf
+
+    from benchmarks import flops as flops_lib
+    peak = flops_lib.measure_peak()
+    print(flops_lib.peak_line(peak), flush=True)
 
     from tfmeta import config as cfg
     from tfmeta import generation
@@ -42,6 +53,9 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (args.meta_batch_size, args.images, 28, 28, 1))
     support = generation.to_batch(images.astype(np.float32), images.astype(np.float32))
+    if args.jit_compile:
+        learner.compiled_meta_step = tf.function(learner._meta_step_graph, jit_compile=True)
+    flops = flops_lib.task_flops(learner, support, None) * args.meta_batch_size
     t0 = time.perf_counter()
     learner.meta_step(support, None, 0)
     compile_s = time.perf_counter() - t0
@@ -51,11 +65,12 @@ def main(argv=None):
         metrics = learner.meta_step(support, None, step)
         float(metrics["meta_update_norm"])   # wait for the result
         times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(f"config=reptile_wgan_gp_k{args.inner_steps} preset={args.preset} "
           f"meta_batch_size={args.meta_batch_size} images={args.images} "
           f"seconds_per_meta_iter={np.median(times):.4f} compile_seconds={compile_s:.2f} "
-          f"peak_rss_mb={peak:.0f} repeats={args.repeats}", flush=True)
+          f"peak_rss_mb={peak_mb:.0f} {flops_lib.achieved(flops, np.median(times), peak['conv3x3'])} "
+          f"jit_compile={args.jit_compile} repeats={args.repeats}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,18 @@
 
 Reference: Conv-4 stride-2 network (112k parameters, MetaNorm "batch"), Omniglot-shaped
 synthetic data (28x28x1), 5-way 1-shot, 15 query images per class, meta-batch 32, inner
-SGD lr 0.4, meta-optimizer Adam 1e-3. Each configuration runs in its own subprocess so
-`peak_rss_mb` (ru_maxrss) is that configuration's own peak. Prints one line per config:
+SGD lr 0.4, meta-optimizer Adam 1e-3 (`--network=conv4` for the max-pool Conv-4 of the
+classification configs). Each configuration runs in its own subprocess so
+`peak_rss_mb` (ru_maxrss) is that configuration's own peak and `idle_rss_mb` the RSS
+of the same process after importing TF and building the model, before any step. First
+a `peak` line (benchmarks.flops: measured conv/matmul GFLOP/s), then one line per config:
 
     config=maml2_1step meta_batch_size=32 seconds_per_meta_iter=<median> compile_seconds=<x>
-        peak_rss_mb=<x> repeats=<n>
+        peak_rss_mb=<x> idle_rss_mb=<x> gflop_per_meta_iter=<x> achieved_gflops_per_s=<x>
+        fraction_of_conv_peak=<x> repeats=<n>
+
+GFLOP per meta-iteration = TF-profiler FLOPs of one task's graph x meta-batch (the
+forward, inner backward, second-order and outer backward ops actually in the graph).
 
     python -m benchmarks.meta_step                       # all configs, meta-batch 32
     python -m benchmarks.meta_step --repeats 2 --configs maml2_1step,reptile_5step
@@ -26,6 +33,8 @@ CONFIGS = {
     "maml1_1step": ("maml", 1, True),
     "maml1_5step": ("maml", 5, True),
     "reptile_5step": ("reptile", 5, True),
+    # Second order with each inner step recomputed in the outer backward pass.
+    "maml2_5step_recompute": ("maml", 5, "recompute"),
 }
 
 
@@ -45,6 +54,10 @@ def parse_args(argv=None):
                         help="parallel_iterations of the in-graph task loop")
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0=auto)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--network", default="conv4_stride", choices=["conv4_stride", "conv4"],
+                        help="stride-2 Conv-4 (the reference) or max-pool Conv-4")
+    parser.add_argument("--peak_gflops", type=float, default=0.0,
+                        help="internal: measured conv peak passed to each config")
     parser.add_argument("--single", action="store_true",
                         help="internal: run exactly one config in this process")
     return parser.parse_args(argv)
@@ -90,31 +103,47 @@ def run_one(args):
     import keras
     import numpy as np
 
+    from benchmarks import flops as flops_lib
     from tfmeta.meta import MAML, SGD, Reptile
     from tfmeta.models.classifiers import classification_objective, conv4
 
-    kind, steps, first_order = CONFIGS[args.configs]
+    kind, steps, order = CONFIGS[args.configs]
     keras.utils.set_random_seed(args.seed)
-    model = conv4(args.n_way, (28, 28, 1), pool="stride")
+    model = conv4(args.n_way, (28, 28, 1),
+                  pool="stride" if args.network == "conv4_stride" else "max")
     objective = classification_objective(model)
     optimizer = keras.optimizers.Adam(args.meta_lr)
     if kind == "maml":
         learner = MAML(model.trainable_variables, objective, objective, SGD(args.inner_lr),
-                       steps, first_order=first_order, meta_optimizer=optimizer,
-                       seed=args.seed, parallel_tasks=args.parallel_tasks)
+                       steps, first_order=order is True, meta_optimizer=optimizer,
+                       seed=args.seed, parallel_tasks=args.parallel_tasks,
+                       recompute=order == "recompute")
     else:
         learner = Reptile(model.trainable_variables, objective, SGD(args.inner_lr), steps,
                           meta_optimizer=optimizer, seed=args.seed,
                           parallel_tasks=args.parallel_tasks)
 
     batches = synthetic_batches(args)
+    idle_mb = current_rss_mb()
+    flops = flops_lib.task_flops(learner, *batches[0]) * args.meta_batch_size
     compile_seconds, times = time_meta_steps(learner, batches, args)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"config={args.configs} meta_batch_size={args.meta_batch_size} "
-          f"seconds_per_meta_iter={float(np.median(times)):.4f} "
+    seconds = float(np.median(times))
+    print(f"config={args.configs} network={args.network} "
+          f"meta_batch_size={args.meta_batch_size} seconds_per_meta_iter={seconds:.4f} "
           f"compile_seconds={compile_seconds:.2f} peak_rss_mb={peak_mb:.0f} "
+          f"idle_rss_mb={idle_mb:.0f} {flops_lib.achieved(flops, seconds, args.peak_gflops)} "
           f"repeats={args.repeats} parallel_tasks={args.parallel_tasks} "
           f"traces={learner.compiled_meta_step.experimental_get_tracing_count()}", flush=True)
+
+
+def current_rss_mb():
+    """Resident set size of this process now (Linux /proc), in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
 def main(argv=None):
@@ -128,12 +157,20 @@ def main(argv=None):
             sys.exit("--single needs exactly one config in --configs")
         run_one(args)
         return
+    if not args.peak_gflops:
+        import benchmarks.flops as flops_lib
+        from tfmeta import runtime
+        runtime.configure(intra_op_threads=args.threads)
+        peak = flops_lib.measure_peak()
+        print(flops_lib.peak_line(peak), flush=True)
+        args.peak_gflops = peak["conv3x3"]
     passed = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("configs", "single")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
     for name in names:
         result = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), *passed, f"--configs={name}",
-             "--single"], env=env, capture_output=True, text=True, check=False)
+            [sys.executable, "-m", "benchmarks.meta_step", *passed, f"--configs={name}",
+             "--single"], env=env, capture_output=True, text=True, check=False,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         lines = [ln for ln in result.stdout.splitlines() if ln.startswith("config=")]
         if result.returncode or not lines:
             print(f"config={name} error=1", flush=True)

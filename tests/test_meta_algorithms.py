@@ -111,6 +111,25 @@ def test_maml_meta_gradient_matches_finite_differences(tiny, steps, compiled):
                             "query_accuracy", "meta_grad_norm"}
 
 
+@pytest.mark.parametrize("rule", [SGD(0.5), Adam(0.05)], ids=["sgd", "adam"])
+def test_recomputed_inner_steps_give_the_same_meta_gradients(tiny, rule):
+    """The memory-saving path (tf.recompute_grad per inner step) changes no number."""
+    model, support, query = tiny
+    objective = classification_objective(model)
+    step = tf.constant(0, tf.int64)
+    grads = {}
+    for recompute in (False, True):
+        learner = MAML(model.trainable_variables, objective, objective, rule, 3,
+                       meta_optimizer=keras.optimizers.SGD(0.1), recompute=recompute)
+        grads[recompute], _ = tf.function(learner.meta_gradients)(support, query, step)
+    assert _rel_error(grads[True], grads[False]) < 1e-10
+    with pytest.raises(ConfigError, match="fixed update rule"):
+        learner = MetaSGD(model.trainable_variables, objective, objective, 0.3, 1,
+                          meta_optimizer=keras.optimizers.SGD(0.1))
+        learner.recompute = True
+        learner.meta_gradients(support, query, step)
+
+
 def test_fomaml_equals_first_order_formula_and_differs_from_maml(tiny):
     model, support, query = tiny
     objective = classification_objective(model)

@@ -70,21 +70,30 @@ class TaskConfig:
 
     train_n_way: classes per *training* task when it differs from the test tasks' n_way
       (ProtoNets train with more ways than they are tested on); 0 = n_way.
+    train_k_query: query images per class of *training* tasks (few-shot classification;
+      the original MAML Omniglot code meta-trains with 1 per class); 0 = k_query.
+      Evaluation and meta-test tasks always use k_query.
     """
     n_way: int = 5
     k_shot: int = 1
     k_query: int = 15
     meta_batch_size: int = 32
     train_n_way: int = 0
+    train_k_query: int = 0
 
     def validate(self):
         for name in ("n_way", "k_shot", "k_query", "meta_batch_size"):
             _check(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
         _check(self.train_n_way >= 0, "--train_n_way must be >= 0 (0: same as --n_way)")
+        _check(self.train_k_query >= 0, "--train_k_query must be >= 0 (0: same as --k_query)")
 
     @property
     def training_n_way(self):
         return self.train_n_way or self.n_way
+
+    @property
+    def training_k_query(self):
+        return self.train_k_query or self.k_query
 
 
 @dataclasses.dataclass(frozen=True)

@@ -83,7 +83,8 @@ def run(config, log=print):
         return images.with_rotations() if (d.rotations and split == d.train_split) else images
     train_images, val_images = load(d.train_split), load("validation")
     t = config.task
-    sampler = TaskSampler(train_images, t.training_n_way, t.k_shot, t.k_query, seed=config.train.seed)
+    sampler = TaskSampler(train_images, t.training_n_way, t.k_shot, t.training_k_query,
+                          seed=config.train.seed)
     with distribute.scope(strategy):   # variables and optimiser slots are mirrored
         model, learner = build_learner(config)
     log(f"[model] {config.network}: {model.count_params():,} parameters, "

@@ -34,6 +34,8 @@ _FIELDS = {
     "k_query": ("task", "k_query", "query images per class"),
     "meta_batch_size": ("task", "meta_batch_size", "tasks per meta-step"),
     "train_n_way": ("task", "train_n_way", "classes per training task (0: --n_way)"),
+    "train_k_query": ("task", "train_k_query",
+                      "query images per class of training tasks (0: --k_query)"),
     # inner loop
     "inner_steps": ("inner", "num_steps", "adaptation steps during meta-training"),
     "eval_inner_steps": ("inner", "eval_num_steps", "adaptation steps at meta-test"),

@@ -94,7 +94,7 @@ class Learner:
     update_rule_variables = ()
 
     def __init__(self, variables, inner_objectives, eval_objectives, inner_update,
-                 num_inner_steps, seed=0, parallel_tasks=1):
+                 num_inner_steps, seed=0, parallel_tasks=1, recompute=False):
         self.variables = list(variables)
         if not self.variables:
             raise ConfigError("variables must be a non-empty list of variables "
@@ -112,6 +112,7 @@ class Learner:
         self.inner_update = inner_update
         self.num_inner_steps = num_inner_steps
         self.parallel_tasks = parallel_tasks
+        self.recompute = bool(recompute)
         self.seed = int(seed)
         self.compiled_meta_step = tf.function(self._meta_step_graph, reduce_retracing=True)
         self._eval_fns = {}
@@ -223,7 +224,8 @@ class Learner:
 
     def _adapt_task(self, params, support, task_seed, num_steps, first_order):
         return adapt(self.inner_objectives, params, support, num_steps, self._inner_rule(),
-                     first_order=first_order, seed=fold_seed(task_seed, 0))
+                     first_order=first_order, seed=fold_seed(task_seed, 0),
+                     recompute=self.recompute)
 
     def _evaluate(self, params, query, task_seed):
         return [objective(params, query, fold_seed(task_seed, 1, k))

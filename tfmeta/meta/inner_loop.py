@@ -195,16 +195,17 @@ def _inner_step(objectives, indices, params, state, batch, step, update_rule, fi
     """One inner step: each objective in order. Returns (params, state, losses [n_obj])."""
     losses = []
     for k, (objective, idx) in enumerate(zip(objectives, indices)):
+        # FOMAML: the inner gradients are constants for the outer tape, so
+        # d(adapted)/d(initial) = identity. Computing them from stop_gradient copies keeps
+        # the whole inner forward/backward off any outer tape (nothing recorded, nothing
+        # kept alive for an outer backward pass that would only multiply it by zero).
+        source = [tf.stop_gradient(p) for p in params] if first_order else params
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            watched = [params[i] for i in idx]
+            watched = [source[i] for i in idx]
             tape.watch(watched)
-            loss, _ = objective(params, batch, fold_seed(step_seed, k))
+            loss, _ = objective(source, batch, fold_seed(step_seed, k))
         grads = tape.gradient(loss, watched,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        if first_order:
-            # FOMAML: the inner gradients are constants for the outer tape, so
-            # d(adapted)/d(initial) = identity.
-            grads = [tf.stop_gradient(g) for g in grads]
         full = [None] * len(params)
         for i, g in zip(idx, grads):
             full[i] = g
@@ -214,8 +215,49 @@ def _inner_step(objectives, indices, params, state, batch, step, update_rule, fi
     return params, state, tf.stack(losses)
 
 
+def _recomputed_step(objectives, indices, params, state, batch, step, update_rule,
+                     first_order, step_seed):
+    """`_inner_step` as a gradient checkpoint: its activations are not kept for the outer
+    backward pass but recomputed from the step's inputs (memory for compute). Written
+    with tf.custom_gradient: tf.recompute_grad gave wrong meta-gradients here (TF 2.21,
+    tested)."""
+    fixed = getattr(update_rule, "learning_rate", None)
+    if not isinstance(fixed, (int, float)):
+        raise ConfigError("recompute=True needs a fixed update rule (SGD/Adam with a float "
+                          "learning rate): tensors captured by a recomputed step (learned "
+                          "rates) would get no meta-gradient")
+    structure = (list(params), state)
+
+    def step_fn(*flat):
+        p, st = tf.nest.pack_sequence_as(structure, list(flat))
+        p, st, losses = _inner_step(objectives, indices, list(p), st, batch, step,
+                                    update_rule, first_order, step_seed)
+        return tf.nest.flatten((list(p), st)) + [losses]
+
+    @tf.custom_gradient
+    def checkpointed(*flat):
+        # Forward: not recorded by outer tapes (custom_gradient records one op).
+        outputs = step_fn(*flat)
+
+        def grad_fn(*output_grads):
+            # Backward: recompute the step under a tape and pull the output gradients
+            # back to the step's inputs (the inner gradient is recomputed inside this
+            # tape, so its second-order term is included).
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                inputs = [tf.identity(x) for x in flat]
+                tape.watch(inputs)
+                again = step_fn(*inputs)
+            return tape.gradient(again, inputs, output_gradients=list(output_grads),
+                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return outputs, grad_fn
+
+    out = checkpointed(*tf.nest.flatten(structure))
+    p, st = tf.nest.pack_sequence_as(structure, list(out[:-1]))
+    return list(p), st, out[-1]
+
+
 def adapt(objectives, params, batch, num_steps, update_rule, first_order=False, seed=None,
-          state=None):
+          state=None, recompute=False):
     """Adapts `params` on `batch` with `num_steps` inner steps. THE inner loop.
 
     objectives: an `Objective` or a list of them, applied in order every step.
@@ -231,6 +273,10 @@ def adapt(objectives, params, batch, num_steps, update_rule, first_order=False, 
     seed: int64 `[2]` stateless seed (default [0, 0]); step s, objective k gets
       `fold_seed(seed, s, k)`.
     state: initial update-rule state (default `update_rule.init(params)`).
+    recompute: second order only: wrap each unrolled step in `tf.recompute_grad`, so an
+      outer backward pass keeps only the step boundaries and recomputes each step's
+      activations (less peak memory, ~one more forward+inner-backward per step; same
+      meta-gradients, tested). Needs a fixed (float learning-rate) update rule.
 
     Gradient flow: the inner tapes are ordinary tapes nested inside whatever tape the caller
     holds, so with `first_order=False` a caller's `tape.gradient(f(result.params), theta)`
@@ -252,8 +298,9 @@ def adapt(objectives, params, batch, num_steps, update_rule, first_order=False, 
         if num_steps < 0:
             raise ConfigError(f"adapt: num_steps must be >= 0, got {num_steps}")
         rows = []
+        step_fn = _recomputed_step if recompute and not first_order else _inner_step
         for s in range(num_steps):
-            params, state, losses = _inner_step(
+            params, state, losses = step_fn(
                 objectives, indices, params, state, batch, tf.constant(s, tf.int64),
                 update_rule, first_order, fold_seed(seed, s))
             rows.append(losses)

@@ -34,6 +34,9 @@ class MAML(Learner):
     seed: int base seed (stateless; the step is folded in).
     parallel_tasks: `parallel_iterations` of the in-graph task loop (1 = tasks run one after
       another; more overlaps tasks at the cost of memory).
+    recompute: recompute each inner step's activations in the outer backward pass instead
+      of keeping them (`tf.recompute_grad`; second order, fixed inner rule): lower peak
+      memory for many inner steps, same meta-gradients.
 
     `meta_step(support, query, step)` returns the common metrics (see tfmeta.meta.common)
     plus `meta_grad_norm` (global norm of the task-averaged meta-gradient).
@@ -41,9 +44,10 @@ class MAML(Learner):
 
     def __init__(self, variables, inner_objectives, outer_objectives, inner_update,
                  num_inner_steps, first_order=False, meta_optimizer=None, seed=0,
-                 parallel_tasks=1):
+                 parallel_tasks=1, recompute=False):
         super().__init__(variables, inner_objectives, outer_objectives, inner_update,
-                         num_inner_steps, seed=seed, parallel_tasks=parallel_tasks)
+                         num_inner_steps, seed=seed, parallel_tasks=parallel_tasks,
+                         recompute=recompute)
         if meta_optimizer is None:
             raise ConfigError("MAML needs a meta_optimizer (a Keras 3 optimizer, e.g. "
                               "keras.optimizers.Adam(1e-3))")
