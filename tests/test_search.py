@@ -38,6 +38,10 @@ def test_search_runs_resumes_an_interrupted_trial_and_writes_a_flagfile(
     messages = []
     study = search_trainer.run(_flag_values(tiny_omniglot_dir, tmp_path, 2),
                                log=messages.append)
+    # The hand-written default (tiny_gan.cfg in the space's terms) is trial 0.
+    assert study.trials[0].params == {"width": 4, "depth": 0, "residual": False,
+                                      "activation": "relu", "inner_lr": 1e-3,
+                                      "algorithm": "reptile"}
     states = [t.state for t in study.trials]
     assert len(states) == 2 and all(s in (optuna.trial.TrialState.COMPLETE,
                                           optuna.trial.TrialState.PRUNED) for s in states)

@@ -145,7 +145,7 @@ def _requeue_interrupted(study, log):
 
 def run_search(space, make_config, train_images, validation_images, extractor, *,
                workdir, num_trials, rungs, max_minutes=0.0, seed=0, num_characters=20,
-               k_shot=5, num_samples=10, log=print, on_trial_end=None):
+               k_shot=5, num_samples=10, baseline=None, log=print, on_trial_end=None):
     """Runs (or resumes) the search; returns the Optuna study.
 
     Args:
@@ -160,6 +160,9 @@ def run_search(space, make_config, train_images, validation_images, extractor, *
       num_trials: finished (complete or pruned) trials to reach, counting earlier runs.
       rungs: increasing cumulative meta-training steps; a trial reports after each.
       max_minutes: wall-clock budget of this call (0: none); no new trial starts after it.
+      baseline: optional {name: value} (the hand-written default in the space's terms);
+        queued as the first trial unless the study already has it, so the default is
+        scored by the same protocol as every candidate.
       on_trial_end: called with the study after every finished trial (reporting).
     """
     import optuna
@@ -176,6 +179,9 @@ def run_search(space, make_config, train_images, validation_images, extractor, *
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
     _requeue_interrupted(study, log)
+    if baseline is not None and not any(t.params == baseline for t in study.trials):
+        study.enqueue_trial(baseline)
+        log(f"[search] baseline queued: {json.dumps(baseline, sort_keys=True)}")
     quiet = lambda message: None  # noqa: E731
 
     def objective(trial):

@@ -58,6 +58,32 @@ def parse_space(text, model):
     return search.validate_space(space)
 
 
+def baseline_params(config, space):
+    """The base config in the space's terms ("0"/"" structure flags resolved to the
+    preset's values), or None if a value lies outside the space (then it is not queued)."""
+    from tfmeta.models import presets
+    values = common.flag_values_of(config)
+    preset = presets.resolve_preset(config.preset)
+    gan = config.model == "gan"
+    resolved = {
+        "width": preset["generator_filters" if gan else "base_filters"],
+        "critic_width": preset.get("discriminator_filters"),
+        "norm": preset["generator_norm" if gan else "norm"],
+        "activation": preset["activation"],
+    }
+    params = {}
+    for name, spec in space.items():
+        value = values[name] or resolved.get(name, values[name])
+        if isinstance(spec, list) and value not in spec:
+            return None
+        if isinstance(spec, dict):
+            low, high = next(iter(spec.values()))
+            if not low <= value <= high:
+                return None
+        params[name] = value
+    return params
+
+
 def run(fv, log=print):
     """The search of the module docstring with parsed flag values `fv`."""
     from tfmeta.errors import ConfigError
@@ -96,12 +122,13 @@ def run(fv, log=print):
                 f.write(common.to_flagfile(common.with_flag_values(base, best), header))
 
     log(f"[search] space: {json.dumps(space, sort_keys=True)}")
+    baseline = baseline_params(base, space)
     study = search.run_search(
         space, lambda params: common.with_flag_values(base, params), train_images,
         validation_images, extractor, workdir=workdir, num_trials=fv.num_trials,
         rungs=[int(r) for r in fv.rungs], max_minutes=fv.max_minutes, seed=base.train.seed,
         num_characters=fv.search_characters, k_shot=fv.search_k_shot,
-        num_samples=fv.search_samples, log=log, on_trial_end=report)
+        num_samples=fv.search_samples, baseline=baseline, log=log, on_trial_end=report)
     report(study)
     log(f"[done] {workdir}: results.md, best.cfg, tensorboard --logdir {workdir}/hparams")
     return study
