@@ -293,6 +293,18 @@ def test_aggregation_update_equals_numpy_weighted_mean(weighting):
                                b0 + 0.7 * (agg_b - b0), rtol=1e-10)
 
 
+def _assert_checkpointed(learner, variables, name):
+    """`variables` are saved by the learner's checkpoint and restored exactly."""
+    path = tf.train.Checkpoint(**learner.trackables()).write(
+        os.path.join(os.environ.get("TMPDIR", "/tmp"), f"{name}_{os.getpid()}"))
+    saved = [v.numpy().copy() for v in variables]
+    for v in variables:
+        v.assign(tf.zeros_like(v))
+    tf.train.Checkpoint(**learner.trackables()).read(path).assert_consumed()
+    for s, v in zip(saved, variables):
+        np.testing.assert_array_equal(s, v.numpy())
+
+
 def test_meta_sgd_learning_rates_get_meta_gradients_and_move(tiny):
     model, support, query = tiny
     objective = classification_objective(model)
@@ -314,15 +326,7 @@ def test_meta_sgd_learning_rates_get_meta_gradients_and_move(tiny):
     metrics = learner.meta_step(support, query, 0)
     assert all(not np.allclose(b, lr.numpy()) for b, lr in zip(before, lr_vars))
     assert float(metrics["inner_lr_mean"]) == pytest.approx(0.3, abs=1e-6)  # before update
-    # The rates are checkpointed.
-    path = tf.train.Checkpoint(**learner.trackables()).write(
-        os.path.join(os.environ.get("TMPDIR", "/tmp"), f"metasgd_{os.getpid()}"))
-    saved = [lr.numpy().copy() for lr in lr_vars]
-    for lr in lr_vars:
-        lr.assign(tf.zeros_like(lr))
-    tf.train.Checkpoint(**learner.trackables()).read(path).assert_consumed()
-    for s, lr in zip(saved, lr_vars):
-        np.testing.assert_array_equal(s, lr.numpy())
+    _assert_checkpointed(learner, lr_vars, "metasgd")
 
 
 def test_meta_curvature_at_identity_is_maml_with_sgd(tiny):
@@ -390,15 +394,7 @@ def test_meta_curvature_factors_get_exact_meta_gradients_and_move(tiny):
     learner.meta_step(support, query, 0)
     assert all(not np.allclose(b, v.numpy()) for b, v in zip(before, factors))
     assert float(learner.meta_step(support, query, 1)["curvature_change"]) > 0
-    # The factors are checkpointed.
-    path = tf.train.Checkpoint(**learner.trackables()).write(
-        os.path.join(os.environ.get("TMPDIR", "/tmp"), f"metacurv_{os.getpid()}"))
-    saved = [v.numpy().copy() for v in factors]
-    for v in factors:
-        v.assign(tf.zeros_like(v))
-    tf.train.Checkpoint(**learner.trackables()).read(path).assert_consumed()
-    for s, v in zip(saved, factors):
-        np.testing.assert_array_equal(s, v.numpy())
+    _assert_checkpointed(learner, factors, "metacurv")
 
 
 LEARNERS = {
