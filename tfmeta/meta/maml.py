@@ -35,7 +35,7 @@ class MAML(Learner):
     parallel_tasks: `parallel_iterations` of the in-graph task loop (1 = tasks run one after
       another; more overlaps tasks at the cost of memory).
     recompute: recompute each inner step's activations in the outer backward pass instead
-      of keeping them (`tf.recompute_grad`; second order, fixed inner rule): lower peak
+      of keeping them (gradient checkpoints; second order, fixed inner rule): lower peak
       memory for many inner steps, same meta-gradients.
 
     `meta_step(support, query, step)` returns the common metrics (see tfmeta.meta.common)
