@@ -51,17 +51,29 @@ def test_search_runs_resumes_an_interrupted_trial_and_writes_a_flagfile(
                               storage=f"sqlite:///{workdir / 'study.db'}")
     trial = stale.ask()
     interrupted = search.suggest(trial, SPACE)
+    # ... after its training had passed the first rung (checkpoint at step 2 > rung 1).
+    values = _flag_values(tiny_omniglot_dir, tmp_path, 3)
+    config = common.with_flag_values(common.build_config(GenerationConfig(), values),
+                                     {**interrupted, "num_steps": 2,
+                                      "workdir": search._trial_dir(str(workdir), interrupted)})
+    from tfmeta import meta_gan
+    images = meta_gan.load_split(config.data, "train", log=lambda m: None)
+    meta_gan.fit(config, images, images, log=lambda m: None)
     study = search_trainer.run(_flag_values(tiny_omniglot_dir, tmp_path, 3),
                                log=messages.append)
     assert any(f"trial {trial.number} was interrupted" in m for m in messages)
     finished = [t for t in study.trials if t.state != optuna.trial.TrialState.FAIL]
     assert len(finished) == 3
     assert finished[-1].params == interrupted   # re-run with the same parameters
+    assert any(f"trial {finished[-1].number}: resumed at step 2, rung 0" in m
+               for m in messages)
+    assert list(finished[-1].intermediate_values) in ([1], [])   # rung 0 not mislabelled
     assert study.trials[trial.number].state == optuna.trial.TrialState.FAIL
     # Scores are finite validation Fréchet distances, reported per rung.
     complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
-    assert complete and all(t.value > 0 and len(t.intermediate_values) == 2
-                            for t in complete)
+    assert complete and all(
+        t.value > 0 and len(t.intermediate_values) == (1 if t.params == interrupted else 2)
+        for t in complete)
     # The best flagfile is accepted by trainers.meta_gan's flags and holds the best params.
     best = study.best_trial
     config = common.parse_config(GenerationConfig(), [

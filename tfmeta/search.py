@@ -116,6 +116,13 @@ def _trial_dir(workdir, params):
     return os.path.join(workdir, "trials", key)
 
 
+def _checkpoint_step(trial_dir):
+    """Meta-step of the latest checkpoint in a trial's workdir (0 if none)."""
+    import tensorflow as tf
+    latest = tf.train.latest_checkpoint(os.path.join(trial_dir, "checkpoints"))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
 def _write_hparams(workdir, number, params, rung, score, space):
     """TensorBoard hparams-plugin summaries of one trial (score after each rung)."""
     import tensorflow as tf
@@ -191,7 +198,13 @@ def run_search(space, make_config, train_images, validation_images, extractor, *
         started = time.time()
         log(f"[search] trial {trial.number}: {json.dumps(params, sort_keys=True)}")
         trial.set_user_attr("workdir", trial_dir)
+        done_steps = _checkpoint_step(trial_dir)   # > 0 when re-running an interrupted trial
         for rung, steps in enumerate(rungs):
+            if steps < done_steps:
+                # The resumed weights are past this rung: a score now would be mislabelled.
+                log(f"[search] trial {trial.number}: resumed at step {done_steps}, rung "
+                    f"{rung} ({steps} steps) skipped")
+                continue
             config = dataclasses.replace(base, train=dataclasses.replace(
                 base.train, workdir=trial_dir, num_steps=steps,
                 eval_every=max(base.train.eval_every, steps)))
