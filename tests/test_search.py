@@ -42,6 +42,7 @@ def test_search_runs_resumes_an_interrupted_trial_and_writes_a_flagfile(
     assert study.trials[0].params == {"width": 4, "depth": 0, "residual": False,
                                       "activation": "relu", "inner_lr": 1e-3,
                                       "algorithm": "reptile"}
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE   # never pruned
     states = [t.state for t in study.trials]
     assert len(states) == 2 and all(s in (optuna.trial.TrialState.COMPLETE,
                                           optuna.trial.TrialState.PRUNED) for s in states)

@@ -186,7 +186,9 @@ def run_search(space, make_config, train_images, validation_images, extractor, *
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
     _requeue_interrupted(study, log)
-    if baseline is not None and not any(t.params == baseline for t in study.trials):
+    complete = optuna.trial.TrialState.COMPLETE
+    if baseline is not None and not any(t.params == baseline and t.state == complete
+                                        for t in study.trials):
         study.enqueue_trial(baseline)
         log(f"[search] baseline queued: {json.dumps(baseline, sort_keys=True)}")
     quiet = lambda message: None  # noqa: E731
@@ -229,7 +231,9 @@ def run_search(space, make_config, train_images, validation_images, extractor, *
             _write_hparams(workdir, trial.number, params, rung, score, space)
             log(f"[search] trial {trial.number} rung {rung} ({steps} steps): validation "
                 f"FD {score:.1f} ({(time.time() - started) / 60:.1f} min)")
-            if rung < len(rungs) - 1 and trial.should_prune():
+            # The baseline is never pruned: it is the reference every result is read
+            # against, so it always gets the full budget.
+            if rung < len(rungs) - 1 and params != baseline and trial.should_prune():
                 log(f"[search] trial {trial.number}: pruned (worse than the median)")
                 raise optuna.TrialPruned()
         return score
