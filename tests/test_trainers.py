@@ -17,7 +17,8 @@ GEN_CONFIGS = ["configs/tiny_gan.cfg", "configs/omniglot_vae_cavia.cfg", "config
                "configs/omniglot_cgan.cfg", "configs/omniglot_figr.cfg",
                "configs/omniglot_maml_gan.cfg"]
 FEWSHOT_CONFIGS = ["configs/tiny_fewshot.cfg", "configs/omniglot_protonet_5w1s.cfg",
-                   "configs/omniglot_maml_5w1s.cfg"]
+                   "configs/omniglot_maml_5w1s.cfg", "configs/omniglot_protonet_20w1s.cfg",
+                   "configs/omniglot_maml_20w1s.cfg"]
 _ONE_STEP = ["--num_steps=1", "--log_every=1", "--eval_every=1", "--checkpoint_every=1",
              "--eval_tasks=2", "--validation_classes=20"]
 
