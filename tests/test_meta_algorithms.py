@@ -111,6 +111,18 @@ def test_maml_meta_gradient_matches_finite_differences(tiny, steps, compiled):
                             "query_accuracy", "meta_grad_norm"}
 
 
+def test_overlapped_task_loop_gives_the_same_meta_gradients(tiny):
+    """parallel_tasks > 1 (tasks overlapped in the in-graph loop) changes no number."""
+    model, support, query = tiny
+    objective = classification_objective(model)
+    step = tf.constant(0, tf.int64)
+    grads = [tf.function(MAML(model.trainable_variables, objective, objective, SGD(0.5), 2,
+                              meta_optimizer=keras.optimizers.SGD(0.1),
+                              parallel_tasks=p).meta_gradients)(support, query, step)[0]
+             for p in (1, 2)]
+    assert _rel_error(grads[1], grads[0]) < 1e-12
+
+
 @pytest.mark.parametrize("rule", [SGD(0.5), Adam(0.05)], ids=["sgd", "adam"])
 def test_recomputed_inner_steps_give_the_same_meta_gradients(tiny, rule):
     """The memory-saving path (tf.recompute_grad per inner step) changes no number."""
