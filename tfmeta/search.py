@@ -123,7 +123,7 @@ def _checkpoint_step(trial_dir):
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
-def _write_hparams(workdir, number, params, rung, score, space):
+def _write_hparams(workdir, number, params, rung, score, space, first):
     """TensorBoard hparams-plugin summaries of one trial (score after each rung)."""
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
@@ -135,7 +135,7 @@ def _write_hparams(workdir, number, params, rung, score, space):
                          for n, s in space.items()],
                 metrics=[hp.Metric("validation_frechet", display_name="validation FD")])
     with tf.summary.create_file_writer(os.path.join(root, f"trial_{number:04d}")).as_default():
-        if rung == 0:
+        if first:   # the trial's first reported rung (a resumed trial may skip rung 0)
             hp.hparams(params, trial_id=f"trial_{number:04d}")
         tf.summary.scalar("validation_frechet", score, step=rung)
 
@@ -201,6 +201,7 @@ def run_search(space, make_config, train_images, validation_images, extractor, *
         log(f"[search] trial {trial.number}: {json.dumps(params, sort_keys=True)}")
         trial.set_user_attr("workdir", trial_dir)
         done_steps = _checkpoint_step(trial_dir)   # > 0 when re-running an interrupted trial
+        first = True   # hparams are written with the first reported rung
         for rung, steps in enumerate(rungs):
             if steps < done_steps:
                 # The resumed weights are past this rung: a score now would be mislabelled.
@@ -228,7 +229,8 @@ def run_search(space, make_config, train_images, validation_images, extractor, *
             trial.set_user_attr("steps", steps)
             trial.set_user_attr("minutes", (time.time() - started) / 60)
             trial.set_user_attr("metrics", metrics)
-            _write_hparams(workdir, trial.number, params, rung, score, space)
+            _write_hparams(workdir, trial.number, params, rung, score, space, first)
+            first = False
             log(f"[search] trial {trial.number} rung {rung} ({steps} steps): validation "
                 f"FD {score:.1f} ({(time.time() - started) / 60:.1f} min)")
             # The baseline is never pruned: it is the reference every result is read
