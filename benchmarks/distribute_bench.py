@@ -112,7 +112,7 @@ def main(argv=None):
         sys.exit("--meta_batch_size must be a multiple of --replicas")
     passed = [f"--{k}={v}" for k, v in vars(args).items()
               if k not in ("configs", "layouts", "single")]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     for config in configs:
         seconds = {}
         for layout in layouts:

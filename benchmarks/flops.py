@@ -7,7 +7,9 @@ backward ops actually present, not a formula. `measure_peak()` times a 3x3/64-ch
 convolution and a 1024^2 matmul (float32), the machine's practical ceiling for our
 networks. Prints, when run as a script:
 
-    peak conv3x3_gflops_per_s=<x> matmul_gflops_per_s=<x>
+    peak conv3x3_gflops_per_s=<x> matmul_gflops_per_s=<x> onednn=<0|1>
+
+(oneDNN, TF's default CPU kernels, changes the peak: ~300 vs ~470 conv GFLOP/s here.)
 """
 
 import time
@@ -46,8 +48,9 @@ def measure_peak(repeats=15):
 
 
 def peak_line(peak):
+    from tfmeta import runtime
     return (f"peak conv3x3_gflops_per_s={peak['conv3x3']:.1f} "
-            f"matmul_gflops_per_s={peak['matmul']:.1f}")
+            f"matmul_gflops_per_s={peak['matmul']:.1f} onednn={int(runtime.onednn_enabled())}")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,12 @@ def main(argv=None):
     parser.add_argument("--preset", default="dcgan28")
     parser.add_argument("--jit_compile", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0=auto)")
+    parser.add_argument("--onednn", type=int, choices=[0, 1], default=1,
+                        help="TF's oneDNN CPU kernels on (1, TF's default) or off (0)")
     args = parser.parse_args(argv)
 
     from tfmeta import runtime
-    runtime.configure(intra_op_threads=args.threads)
+    runtime.configure(intra_op_threads=args.threads, onednn=bool(args.onednn))
     import numpy as np
     import tensorflow as tf
 
@@ -70,7 +72,8 @@ def main(argv=None):
           f"meta_batch_size={args.meta_batch_size} images={args.images} "
           f"seconds_per_meta_iter={np.median(times):.4f} compile_seconds={compile_s:.2f} "
           f"peak_rss_mb={peak_mb:.0f} {flops_lib.achieved(flops, np.median(times), peak['conv3x3'])} "
-          f"jit_compile={args.jit_compile} repeats={args.repeats}", flush=True)
+          f"jit_compile={args.jit_compile} onednn={int(runtime.onednn_enabled())} "
+          f"repeats={args.repeats}", flush=True)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,11 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps after compile")
     parser.add_argument("--parallel_tasks", type=int, default=1,
                         help="parallel_iterations of the in-graph task loop")
+    parser.add_argument("--vectorize_tasks", type=int, choices=[0, 1], default=0,
+                        help="1: all tasks of the meta-batch as one computation")
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0=auto)")
+    parser.add_argument("--onednn", type=int, choices=[0, 1], default=1,
+                        help="TF's oneDNN CPU kernels on (1, TF's default) or off (0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--network", default="conv4_stride", choices=["conv4_stride", "conv4"],
                         help="stride-2 Conv-4 (the reference) or max-pool Conv-4")
@@ -99,7 +103,7 @@ def run_one(args):
     """Times one configuration in this process; prints its key=value line."""
     from tfmeta import runtime
 
-    runtime.configure(intra_op_threads=args.threads)
+    runtime.configure(intra_op_threads=args.threads, onednn=bool(args.onednn))
     import keras
     import numpy as np
 
@@ -117,11 +121,13 @@ def run_one(args):
         learner = MAML(model.trainable_variables, objective, objective, SGD(args.inner_lr),
                        steps, first_order=order is True, meta_optimizer=optimizer,
                        seed=args.seed, parallel_tasks=args.parallel_tasks,
-                       recompute=order == "recompute")
+                       recompute=order == "recompute",
+                       vectorize_tasks=bool(args.vectorize_tasks))
     else:
         learner = Reptile(model.trainable_variables, objective, SGD(args.inner_lr), steps,
                           meta_optimizer=optimizer, seed=args.seed,
-                          parallel_tasks=args.parallel_tasks)
+                          parallel_tasks=args.parallel_tasks,
+                          vectorize_tasks=bool(args.vectorize_tasks))
 
     batches = synthetic_batches(args)
     idle_mb = current_rss_mb()
@@ -134,6 +140,7 @@ def run_one(args):
           f"compile_seconds={compile_seconds:.2f} peak_rss_mb={peak_mb:.0f} "
           f"idle_rss_mb={idle_mb:.0f} {flops_lib.achieved(flops, seconds, args.peak_gflops)} "
           f"repeats={args.repeats} parallel_tasks={args.parallel_tasks} "
+          f"onednn={int(runtime.onednn_enabled())} vectorize_tasks={args.vectorize_tasks} "
           f"traces={learner.compiled_meta_step.experimental_get_tracing_count()}", flush=True)
 
 
@@ -160,12 +167,12 @@ def main(argv=None):
     if not args.peak_gflops:
         import benchmarks.flops as flops_lib
         from tfmeta import runtime
-        runtime.configure(intra_op_threads=args.threads)
+        runtime.configure(intra_op_threads=args.threads, onednn=bool(args.onednn))
         peak = flops_lib.measure_peak()
         print(flops_lib.peak_line(peak), flush=True)
         args.peak_gflops = peak["conv3x3"]
     passed = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("configs", "single")]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     for name in names:
         result = subprocess.run(
             [sys.executable, "-m", "benchmarks.meta_step", *passed, f"--configs={name}",

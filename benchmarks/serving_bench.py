@@ -80,7 +80,7 @@ def _export_toy(tmp):
 
 
 def _start_server(model_base_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(
         [sys.executable, "-m", "export.serve", "--model_base_path", model_base_path,
          "--model_name", "bench", "--port", "0", "--host", "127.0.0.1",

@@ -206,7 +206,7 @@ def test_fresh_process_reload_and_saved_model_cli(exported, toy, support, tmp_pa
     _, first, _ = exported
     work = str(tmp_path)
     np.save(os.path.join(work, "support.npy"), support)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, "-c", _CHILD, first, work], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -258,7 +258,7 @@ def test_fresh_process_reload_and_saved_model_cli(exported, toy, support, tmp_pa
 
 
 def test_cli_missing_checkpoint_is_a_clear_error(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
         [sys.executable, "-m", "export.export_saved_model", "--checkpoint",
          str(tmp_path / "nope" / "ckpt-1"), "--model_name", "m", "--base_path",

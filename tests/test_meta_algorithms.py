@@ -7,7 +7,6 @@ differences of the meta-objective, computed independently of the learner classes
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -18,7 +17,8 @@ from tfmeta.errors import ConfigError  # noqa: E402
 from tfmeta.meta import (MAML, SGD, Adam, MetaCurvature, MetaSGD,  # noqa: E402
                          ModelAggregation, Objective, Preconditioned, Reptile, adapt,
                          keras_loss, param_slices)
-from tfmeta.models.classifiers import classification_objective, conv4  # noqa: E402
+from tfmeta.models.classifiers import (classification_loss,  # noqa: E402
+                                       classification_objective, conv4)
 from tfmeta.models.layers import MetaNorm  # noqa: E402
 
 F64 = "float64"
@@ -469,3 +469,150 @@ def test_learner_arguments_are_validated():
     with pytest.raises(ConfigError, match="param_indices"):
         MAML(model.trainable_variables, Objective(objective.loss_fn, [5]), objective,
              SGD(0.1), 1, meta_optimizer=keras.optimizers.SGD(0.1))
+
+
+# ---- vectorised tasks (all tasks of a batch as one computation) ---------------------------
+
+def _perturbed(model, tasks, seed):
+    """Per-task parameters: the model's, each task shifted by its own noise ([T, ...])."""
+    rng = np.random.default_rng(seed)
+    return [tf.constant(v.numpy()[None] + 0.1 * rng.normal(size=(tasks,) + tuple(v.shape)),
+                        v.dtype) for v in model.trainable_variables]
+
+
+@pytest.mark.parametrize("pool,norm", [("stride", "batch"), ("max", "batch"),
+                                       ("stride", "layer"), ("max", "instance")])
+def test_task_batched_apply_equals_one_model_call_per_task(pool, norm):
+    """Grouped convolutions, per-task norms and batched dense layers == T separate calls."""
+    from tfmeta.meta.inner_loop import stateless_apply
+    from tfmeta.models.task_batched import task_batched_apply
+    keras.utils.set_random_seed(1)
+    model = conv4(4, (16, 16, 1), filters=8, norm=norm, pool=pool)
+    tasks = 3
+    params = _perturbed(model, tasks, 0)
+    images = tf.constant(np.random.default_rng(1).normal(size=(tasks, 6, 16, 16, 1)),
+                         tf.float32)
+    batched = task_batched_apply(model, params, images)
+    assert batched.shape == (tasks, 6, 4)
+    for t in range(tasks):
+        one = stateless_apply(model, [p[t] for p in params], images[t])
+        np.testing.assert_allclose(batched[t].numpy(), one.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_task_batched_apply_refuses_what_it_cannot_batch():
+    from tfmeta.models.task_batched import task_batched_apply
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    model = keras.Model(inputs, x)
+    with pytest.raises(ConfigError, match="non-trainable"):
+        task_batched_apply(model, _perturbed(model, 2, 0), tf.zeros([2, 3, 8, 8, 1]))
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Conv2DTranspose(4, 3)(inputs))
+    with pytest.raises(ConfigError, match="not supported"):
+        task_batched_apply(model, _perturbed(model, 2, 0), tf.zeros([2, 3, 8, 8, 1]))
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    with pytest.raises(ConfigError, match="element-wise"):
+        task_batched_apply(model, _perturbed(model, 2, 0), tf.zeros([2, 3, 5]))
+
+
+def _mlp_classifier(seed=0, n_way=3):
+    """Dense -> MetaNorm(batch) -> tanh -> Dense, float64 (no convolution: the float64
+    vectorised path needs no grouped-convolution kernels)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4, 4, 1), dtype=F64)
+    x = keras.layers.Flatten(dtype=F64)(inputs)
+    x = keras.layers.Dense(6, dtype=F64)(x)
+    x = MetaNorm("batch", dtype=F64)(x)
+    x = keras.layers.Activation("tanh", dtype=F64)(x)
+    return keras.Model(inputs, keras.layers.Dense(n_way, dtype=F64)(x))
+
+
+def _vectorised_and_looped(make, support, query):
+    """(vectorised, looped) meta-updates (values, metrics) of the learner `make(vector)`."""
+    out = []
+    for vector in (True, False):
+        learner = make(vector)
+        update = tf.function(learner.meta_update)(support, query, tf.constant(3, tf.int64))
+        out.append(update)
+    return out
+
+
+@pytest.mark.parametrize("name", ["maml2", "maml1", "meta_sgd", "reptile", "maml2_adam"])
+def test_vectorised_tasks_give_the_loop_meta_update_exactly_float64(name):
+    """float64, MLP: the vectorised meta-gradient/direction equals the task loop's to
+    rounding (1e-12), for second and first order, learned rates and Reptile."""
+    model = _mlp_classifier()
+    objective = classification_objective(model)
+    rng = np.random.default_rng(2)
+    support, query = _task_batch(rng, 4, 1), _task_batch(rng, 4, 2)
+    variables = model.trainable_variables
+
+    def make(vector):
+        opt = keras.optimizers.SGD(0.1)
+        if name == "meta_sgd":
+            return MetaSGD(variables, objective, objective, 0.3, 2, meta_optimizer=opt,
+                           vectorize_tasks=vector)
+        if name == "reptile":
+            return Reptile(variables, objective, SGD(0.3), 3, meta_step_size=0.5,
+                           vectorize_tasks=vector)
+        rule = Adam(0.05) if name == "maml2_adam" else SGD(0.5)
+        return MAML(variables, objective, objective, rule, 2, first_order=name == "maml1",
+                    meta_optimizer=opt, vectorize_tasks=vector)
+
+    vectorised, looped = _vectorised_and_looped(make, support, query)
+    assert _rel_error(vectorised.values, looped.values) < 1e-12
+    assert set(vectorised.metrics) == set(looped.metrics)
+    for key, value in looped.metrics.items():
+        np.testing.assert_allclose(vectorised.metrics[key].numpy(), value.numpy(),
+                                   rtol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["maml2", "maml1"])
+def test_vectorised_tasks_give_the_loop_meta_gradients_conv4(first_order):
+    """float32 stride-2 Conv-4 with grouped convolutions (oneDNN): same meta-gradients as
+    the task loop to 1e-5 (float32 rounding), and the same adapted-accuracy metrics."""
+    keras.utils.set_random_seed(3)
+    model = conv4(5, (28, 28, 1), filters=16, pool="stride")
+    objective = classification_objective(model)
+    rng = np.random.default_rng(3)
+    support = _task_batch(rng, 4, 1, n_way=5, shape=(28, 28, 1), dtype="float32")
+    query = _task_batch(rng, 4, 3, n_way=5, shape=(28, 28, 1), dtype="float32")
+
+    def make(vector):
+        return MAML(model.trainable_variables, objective, objective, SGD(0.4), 2,
+                    first_order=first_order, meta_optimizer=keras.optimizers.SGD(0.1),
+                    vectorize_tasks=vector)
+
+    vectorised, looped = _vectorised_and_looped(make, support, query)
+    assert _rel_error(vectorised.values, looped.values) < 1e-5
+    for key, value in looped.metrics.items():
+        np.testing.assert_allclose(vectorised.metrics[key].numpy(), value.numpy(),
+                                   rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def test_vectorised_evaluation_equals_the_loop():
+    model = _mlp_classifier()
+    objective = classification_objective(model)
+    rng = np.random.default_rng(4)
+    support, query = _task_batch(rng, 5, 1), _task_batch(rng, 5, 3)
+    results = [MAML(model.trainable_variables, objective, objective, SGD(0.5), 1,
+                    meta_optimizer=keras.optimizers.SGD(0.1), vectorize_tasks=v)
+               .adapt_and_evaluate(support, query, 0, num_steps=3) for v in (True, False)]
+    for key, value in results[1].items():
+        np.testing.assert_allclose(results[0][key].numpy(), value.numpy(), rtol=1e-6)  # f32
+
+
+def test_vectorise_tasks_is_refused_where_it_cannot_hold():
+    from tfmeta.meta import make_learner
+    model = _mlp_classifier()
+    plain = Objective(keras_loss(model, classification_loss))
+    with pytest.raises(ConfigError, match="task_batched_fn"):
+        MAML(model.trainable_variables, plain, plain, SGD(0.1), 1,
+             meta_optimizer=keras.optimizers.SGD(0.1), vectorize_tasks=True)
+    objective = classification_objective(model)
+    with pytest.raises(ConfigError, match="vectorize_tasks is implemented"):
+        make_learner("meta_curvature", model.trainable_variables, objective, objective,
+                     inner_optimizer="sgd", inner_lr=0.1, num_inner_steps=1,
+                     meta_optimizer=keras.optimizers.SGD(0.1), vectorize_tasks=True)

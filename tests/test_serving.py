@@ -286,7 +286,7 @@ def test_client_protos_roundtrip_and_no_tensorflow_runtime():
 
 def test_serve_cli_subprocess_sigterm(served):
     _, _, _, base = served
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(
         [sys.executable, "-m", "export.serve", "--model_config_file",
          os.path.join(base, "models.config"), "--port", "0", "--grace_seconds", "1"],

@@ -158,6 +158,7 @@ class TrainConfig:
     strategy: str = "default"
     num_cpu_replicas: int = 1
     threads: int = 0
+    onednn: bool = True
 
     def validate(self):
         _check(bool(self.workdir), "--workdir must be set")

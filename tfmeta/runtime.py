@@ -6,21 +6,48 @@ RuntimeError if threads or logical devices are configured after it initialised).
 
 import os
 
-__all__ = ["configure", "quiet_tensorflow"]
+__all__ = ["configure", "onednn_enabled", "quiet_tensorflow"]
 
 
 def quiet_tensorflow():
     """Silences most TF C++ log noise; effective only before `import tensorflow`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
-def configure(num_cpu_replicas=1, intra_op_threads=0, inter_op_threads=0):
+def onednn_enabled():
+    """Whether this process's TensorFlow runs its oneDNN CPU kernels (TF's x86 default;
+    `TF_ENABLE_ONEDNN_OPTS=0` before TF starts turns them off). Fixed once TF has read it."""
+    from tensorflow.python.util import _pywrap_util_port
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _choose_onednn(enabled):
+    import sys
+    value = "1" if enabled else "0"
+    if "tensorflow" not in sys.modules:
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = value
+        return
+    if onednn_enabled() != bool(enabled):
+        started = "on" if onednn_enabled() else "off"
+        raise RuntimeError(
+            f"oneDNN {'on' if enabled else 'off'} was asked for, but TensorFlow had already "
+            f"started with it {started}; choose it before TF initialises "
+            "(tfmeta.runtime.configure first thing, or TF_ENABLE_ONEDNN_OPTS="
+            f"{value} in the environment)")
+
+
+def configure(num_cpu_replicas=1, intra_op_threads=0, inter_op_threads=0, onednn=None):
     """Configures TF threads and splits the CPU into `num_cpu_replicas` logical devices.
 
+    onednn: True/False turns TF's oneDNN CPU kernels on/off (must happen before TF starts;
+      None leaves TF's default, which is on for x86, or `TF_ENABLE_ONEDNN_OPTS`). Measured
+      on our 2-core machines (benchmarks/README.md): on is 2.4x faster for the GAN
+      meta-step; see there for the meta-learning steps.
     Safe to call more than once with the same arguments. Returns the `tensorflow` module.
     """
     quiet_tensorflow()
+    if onednn is not None:
+        _choose_onednn(onednn)
     import tensorflow as tf
 
     try:

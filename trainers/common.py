@@ -60,6 +60,8 @@ _FIELDS = {
                          "split the CPU into N logical devices (MirroredStrategy on CPU)"),
     "threads": ("train", "threads", "TF intra-op threads (0: all cores; 1 lets two runs "
                 "share 2 cores without contention)"),
+    "onednn": ("train", "onednn", "TF's oneDNN CPU kernels (TF's default on x86; 1.3-2.5x "
+               "faster here, see benchmarks/README.md; needed for vectorised tasks)"),
 }
 
 
@@ -149,13 +151,14 @@ def to_flagfile(config, header="", exclude=("workdir", "data_dir", "cache_dir"))
     return "\n".join(lines) + "\n"
 
 
-def setup_runtime(num_cpu_replicas=1, threads=0):
-    """Quiet TF, set threads and split the CPU before TF initialises (returns tf)."""
+def setup_runtime(num_cpu_replicas=1, threads=0, onednn=None):
+    """Quiet TF, choose threads and oneDNN, split the CPU before TF initialises (returns
+    tf). onednn: None keeps TF's default (or TF_ENABLE_ONEDNN_OPTS)."""
     from absl import logging
     from tfmeta import runtime
     logging.set_verbosity(logging.WARNING)   # progress lines are printed by the library
     return runtime.configure(num_cpu_replicas=num_cpu_replicas, intra_op_threads=threads,
-                             inter_op_threads=threads)
+                             inter_op_threads=threads, onednn=onednn)
 
 
 def main_guard(fn):

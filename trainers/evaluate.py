@@ -52,6 +52,7 @@ def define_flags(flag_values=flags.FLAGS):
     _INT("extractor_epochs", 6, "feature-extractor training epochs (cached by config)")
     _INT("extractor_num_classes", 964, "background characters (feature-extractor classes)")
     _INT("threads", 0, "TF intra-op threads (0: all cores)")
+    _BOOL("onednn", True, "TF's oneDNN CPU kernels (TF's default on x86)")
 
 
 def log(message):
@@ -96,7 +97,7 @@ def run(fv):
     if not fv.out:
         raise ConfigError("--out is required (the results folder)")
     os.makedirs(fv.out, exist_ok=True)
-    common.setup_runtime(threads=fv.threads)
+    common.setup_runtime(threads=fv.threads, onednn=fv.onednn)
     from tfmeta import eval as eval_lib, meta_gan
     from tfmeta.data import load_class_images
     from tfmeta.eval import generators

@@ -18,7 +18,7 @@ FLAGS = flags.FLAGS
 @common.main_guard
 def main(argv):
     del argv
-    common.setup_runtime(FLAGS.num_cpu_replicas, FLAGS.threads)
+    common.setup_runtime(FLAGS.num_cpu_replicas, FLAGS.threads, FLAGS.onednn)
     config = common.build_config(FewShotConfig(), FLAGS)
     from tfmeta import fewshot  # imports TF: after the runtime is configured
     result = fewshot.run(config)
