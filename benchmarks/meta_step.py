@@ -52,8 +52,6 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps after compile")
     parser.add_argument("--parallel_tasks", type=int, default=1,
                         help="parallel_iterations of the in-graph task loop")
-    parser.add_argument("--vectorize_tasks", type=int, choices=[0, 1], default=0,
-                        help="1: all tasks of the meta-batch as one computation")
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0=auto)")
     parser.add_argument("--onednn", type=int, choices=[0, 1], default=1,
                         help="TF's oneDNN CPU kernels on (1, TF's default) or off (0)")
@@ -121,13 +119,11 @@ def run_one(args):
         learner = MAML(model.trainable_variables, objective, objective, SGD(args.inner_lr),
                        steps, first_order=order is True, meta_optimizer=optimizer,
                        seed=args.seed, parallel_tasks=args.parallel_tasks,
-                       recompute=order == "recompute",
-                       vectorize_tasks=bool(args.vectorize_tasks))
+                       recompute=order == "recompute")
     else:
         learner = Reptile(model.trainable_variables, objective, SGD(args.inner_lr), steps,
                           meta_optimizer=optimizer, seed=args.seed,
-                          parallel_tasks=args.parallel_tasks,
-                          vectorize_tasks=bool(args.vectorize_tasks))
+                          parallel_tasks=args.parallel_tasks)
 
     batches = synthetic_batches(args)
     idle_mb = current_rss_mb()
@@ -140,7 +136,7 @@ def run_one(args):
           f"compile_seconds={compile_seconds:.2f} peak_rss_mb={peak_mb:.0f} "
           f"idle_rss_mb={idle_mb:.0f} {flops_lib.achieved(flops, seconds, args.peak_gflops)} "
           f"repeats={args.repeats} parallel_tasks={args.parallel_tasks} "
-          f"onednn={int(runtime.onednn_enabled())} vectorize_tasks={args.vectorize_tasks} "
+          f"onednn={int(runtime.onednn_enabled())} "
           f"traces={learner.compiled_meta_step.experimental_get_tracing_count()}", flush=True)
 
 

@@ -3,12 +3,6 @@
 * Task batches are nested structures whose leaves have a leading task dimension B. The
   learners loop over tasks *inside* the graph (`tf.while_loop`), so the traced graph has one
   copy of the per-task computation whatever B is, and B may change without retracing.
-* `vectorize_tasks=True` replaces that loop by one computation over all B tasks: the
-  meta-parameters are broadcast to `[B, ...]` fast weights, every objective is called
-  through its `task_batched_fn` (summed over tasks, so each task's inner gradient is its
-  own), and sums over tasks come out where the loop accumulated them. Same meta-gradients
-  as the loop (tested) when the objectives draw no per-task randomness: all tasks get task
-  0's seed. Needs the same support/query sizes in every task (always true of a batch).
 * Seeds: `learner_seed = [seed, 0]`; meta-step `step` uses `fold_seed(learner_seed, step)`,
   task t of it `fold_seed(step_seed, t)`; inside a task the inner loop gets
   `fold_seed(task_seed, 0)` and outer/evaluation objective k `fold_seed(task_seed, 1, k)`.
@@ -100,8 +94,7 @@ class Learner:
     update_rule_variables = ()
 
     def __init__(self, variables, inner_objectives, eval_objectives, inner_update,
-                 num_inner_steps, seed=0, parallel_tasks=1, recompute=False,
-                 vectorize_tasks=False):
+                 num_inner_steps, seed=0, parallel_tasks=1, recompute=False):
         self.variables = list(variables)
         if not self.variables:
             raise ConfigError("variables must be a non-empty list of variables "
@@ -120,11 +113,6 @@ class Learner:
         self.num_inner_steps = num_inner_steps
         self.parallel_tasks = parallel_tasks
         self.recompute = bool(recompute)
-        self.vectorize_tasks = bool(vectorize_tasks)
-        if self.vectorize_tasks:   # fails early if an objective has no task_batched_fn
-            self._summed = ([o.summed_over_tasks() for o in self.inner_objectives],
-                            [o.summed_over_tasks() for o in self.eval_objectives])
-        self._tasks_at_once = None   # B while tracing a vectorised task batch
         self.seed = int(seed)
         self.compiled_meta_step = tf.function(self._meta_step_graph, reduce_retracing=True)
         self._eval_fns = {}
@@ -178,11 +166,7 @@ class Learner:
         return self.inner_update
 
     def _read_params(self):
-        params = [tf.convert_to_tensor(v) for v in self._raw]
-        if self._tasks_at_once is None:
-            return params
-        return [tf.broadcast_to(p, [self._tasks_at_once] + p.shape.as_list())
-                for p in params]
+        return [tf.convert_to_tensor(v) for v in self._raw]
 
     def _step_seed(self, step):
         return fold_seed(tf.constant([self.seed, 0], tf.int64), step)
@@ -226,20 +210,9 @@ class Learner:
         """acc = combine(acc, task_fn(task_offset + t, support_t, query_t)) for t < B.
 
         One while_loop. The index passed to task_fn only seeds the task (see meta_update).
-        With `vectorize_tasks`: one call of task_fn on the whole batch (task_fn's
-        `_read_params`, `_adapt_task` and `_evaluate` then work on all tasks at once and
-        return sums over tasks).
         """
         count = num_tasks(support)
         task_offset = tf.cast(task_offset, tf.int32)
-        if self.vectorize_tasks:
-            static = tf.nest.flatten(support)[0].shape[0]
-            self._tasks_at_once = count if static is None else int(static)
-            try:
-                out = task_fn(task_offset, support, query)
-            finally:
-                self._tasks_at_once = None
-            return combine(init, out), tf.cast(count, tf.float32)
 
         def body(t, acc):
             q = None if query is None else task_slice(query, t)
@@ -249,19 +222,14 @@ class Learner:
                                parallel_iterations=self.parallel_tasks)
         return acc, tf.cast(count, tf.float32)
 
-    def _objectives(self, inner):
-        if self._tasks_at_once is not None:
-            return self._summed[0 if inner else 1]
-        return self.inner_objectives if inner else self.eval_objectives
-
     def _adapt_task(self, params, support, task_seed, num_steps, first_order):
-        return adapt(self._objectives(True), params, support, num_steps, self._inner_rule(),
+        return adapt(self.inner_objectives, params, support, num_steps, self._inner_rule(),
                      first_order=first_order, seed=fold_seed(task_seed, 0),
                      recompute=self.recompute)
 
     def _evaluate(self, params, query, task_seed):
         return [objective(params, query, fold_seed(task_seed, 1, k))
-                for k, objective in enumerate(self._objectives(False))]
+                for k, objective in enumerate(self.eval_objectives)]
 
     def _adapted_deltas(self, task_support, task_query, task_seed, indices):
         """Adapts one task from the meta-parameters; returns (deltas, metrics, eval losses).
@@ -275,8 +243,6 @@ class Learner:
         evals = [] if task_query is None else self._evaluate(result.params, task_query,
                                                              task_seed)
         deltas = [result.params[i] - params[i] for i in indices]
-        if self._tasks_at_once is not None:   # the loop's sum over tasks
-            deltas = [tf.reduce_sum(d, axis=0) for d in deltas]
         return deltas, self._metrics(result.losses, self.num_inner_steps, evals), evals
 
     def _evaluate_graph(self, support, query, step, num_steps):

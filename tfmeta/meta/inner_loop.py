@@ -48,20 +48,12 @@ class Objective:
       return is accepted and means an empty aux dict.
     param_indices: sequence of ints into the parameter list, or None for all parameters.
     name: used in metric names (`query_<name>`, `support_<name>_first`, ...).
-    task_batched_fn: optional, the same loss for T tasks at once (what learners with
-      `vectorize_tasks=True` call): `(params, batch, seed) -> (loss, aux)` where every
-      parameter and batch leaf has a leading task axis T and loss/aux are the means over
-      tasks of the per-task values (e.g. `tfmeta.models.task_batched.task_batched_loss`).
     """
 
-    def __init__(self, loss_fn, param_indices=None, name="loss", task_batched_fn=None):
+    def __init__(self, loss_fn, param_indices=None, name="loss"):
         if not callable(loss_fn):
             raise ConfigError(f"Objective loss_fn must be callable, got {loss_fn!r}")
-        if task_batched_fn is not None and not callable(task_batched_fn):
-            raise ConfigError(f"Objective task_batched_fn must be callable, got "
-                              f"{task_batched_fn!r}")
         self.loss_fn = loss_fn
-        self.task_batched_fn = task_batched_fn
         self.param_indices = None if param_indices is None else tuple(
             int(i) for i in param_indices)
         self.name = name
@@ -79,32 +71,14 @@ class Objective:
 
     def __call__(self, params, batch, seed):
         """Evaluates the loss; always returns `(loss, aux_dict)`."""
-        return _loss_and_aux(self.loss_fn(params, batch, seed))
-
-    def summed_over_tasks(self):
-        """This objective over T tasks with a leading task axis, returning the *sum* over
-        tasks of the per-task loss and aux values: its gradient w.r.t. task t's parameters
-        is task t's own gradient, and its values add up like a loop over tasks."""
-        if self.task_batched_fn is None:
-            raise ConfigError(f"Objective {self.name!r} has no task_batched_fn; "
-                              "vectorize_tasks needs one for every objective")
-
-        def summed(params, batch, seed):
-            loss, aux = _loss_and_aux(self.task_batched_fn(params, batch, seed))
-            count = tf.shape(tf.nest.flatten(batch)[0])[0]
-            return (loss * tf.cast(count, loss.dtype),
-                    {k: v * tf.cast(count, v.dtype) for k, v in aux.items()})
-        return Objective(summed, self.param_indices, self.name)
+        out = self.loss_fn(params, batch, seed)
+        if isinstance(out, (tuple, list)):
+            loss, aux = out
+            return loss, dict(aux or {})
+        return out, {}
 
     def __repr__(self):
         return f"Objective(name={self.name!r}, param_indices={self.param_indices})"
-
-
-def _loss_and_aux(out):
-    if isinstance(out, (tuple, list)):
-        loss, aux = out
-        return loss, dict(aux or {})
-    return out, {}
 
 
 class AdaptResult(NamedTuple):

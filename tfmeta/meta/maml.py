@@ -37,9 +37,6 @@ class MAML(Learner):
     recompute: recompute each inner step's activations in the outer backward pass instead
       of keeping them (gradient checkpoints; second order, fixed inner rule): lower peak
       memory for many inner steps, same meta-gradients.
-    vectorize_tasks: run all tasks of a batch as one computation instead of the task loop
-      (every objective needs a `task_batched_fn`; see tfmeta.meta.common). Faster on CPU
-      for conv networks (benchmarks/README.md), more memory (all tasks' activations live).
 
     `meta_step(support, query, step)` returns the common metrics (see tfmeta.meta.common)
     plus `meta_grad_norm` (global norm of the task-averaged meta-gradient).
@@ -47,10 +44,10 @@ class MAML(Learner):
 
     def __init__(self, variables, inner_objectives, outer_objectives, inner_update,
                  num_inner_steps, first_order=False, meta_optimizer=None, seed=0,
-                 parallel_tasks=1, recompute=False, vectorize_tasks=False):
+                 parallel_tasks=1, recompute=False):
         super().__init__(variables, inner_objectives, outer_objectives, inner_update,
                          num_inner_steps, seed=seed, parallel_tasks=parallel_tasks,
-                         recompute=recompute, vectorize_tasks=vectorize_tasks)
+                         recompute=recompute)
         if meta_optimizer is None:
             raise ConfigError("MAML needs a meta_optimizer (a Keras 3 optimizer, e.g. "
                               "keras.optimizers.Adam(1e-3))")

@@ -35,7 +35,7 @@ class MetaSGD(MAML):
 
     def __init__(self, variables, inner_objectives, outer_objectives, inner_lr,
                  num_inner_steps, first_order=False, meta_optimizer=None, seed=0,
-                 per_element=True, parallel_tasks=1, vectorize_tasks=False):
+                 per_element=True, parallel_tasks=1):
         if not isinstance(inner_lr, (int, float)) or inner_lr <= 0:
             raise ConfigError(f"MetaSGD inner_lr must be a float > 0, got {inner_lr!r}")
         self.inner_lr = float(inner_lr)
@@ -50,7 +50,7 @@ class MetaSGD(MAML):
         super().__init__(variables, inner_objectives, outer_objectives,
                          SGD(self.learning_rates), num_inner_steps, first_order=first_order,
                          meta_optimizer=meta_optimizer, seed=seed,
-                         parallel_tasks=parallel_tasks, vectorize_tasks=vectorize_tasks)
+                         parallel_tasks=parallel_tasks)
 
     def _make_companions(self):
         return list(self.learning_rates)

@@ -12,40 +12,32 @@ __all__ = ["GRADIENT_ALGORITHMS", "make_learner"]
 
 # Algorithms whose outer loop differentiates the outer objectives (a meta-optimizer).
 GRADIENT_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature")
-# Algorithms that can run a task batch as one computation (element-wise inner rules).
-VECTORIZABLE = ("maml", "fomaml", "meta_sgd", "reptile")
 
 
 def make_learner(algorithm, variables, inner_objectives, outer_objectives, *,
                  inner_optimizer, inner_lr, num_inner_steps, first_order=False,
                  meta_optimizer=None, meta_step_size=1.0, aggregation_weighting="uniform",
-                 seed=0, vectorize_tasks=False):
+                 seed=0):
     """The learner `algorithm` over `variables` (see tfmeta.meta for each).
 
     inner_optimizer: "sgd" or "adam" (fixed rules; meta_sgd / meta_curvature learn theirs
     from `inner_lr`). first_order applies to the gradient-based algorithms ("fomaml" is
     MAML with first_order=True). meta_optimizer: a fresh Keras optimizer for those.
     aggregation_weighting: "uniform" or "loss" (softmax of negative adapted losses).
-    vectorize_tasks: all tasks of a batch as one computation (maml, fomaml, meta_sgd,
-      reptile; the objectives need a task_batched_fn).
     """
     rule = {"sgd": SGD, "adam": Adam}[inner_optimizer](inner_lr)
     first_order = first_order or algorithm == "fomaml"
-    if vectorize_tasks and algorithm not in VECTORIZABLE:
-        raise ConfigError(f"vectorize_tasks is implemented for {VECTORIZABLE}, not "
-                          f"{algorithm!r} (its update rule or task weights are per task)")
-    vector = dict(vectorize_tasks=True) if vectorize_tasks else {}
     gradient = dict(first_order=first_order, meta_optimizer=meta_optimizer, seed=seed)
     builders = {
         "maml": lambda: MAML(variables, inner_objectives, outer_objectives, rule,
-                             num_inner_steps, **gradient, **vector),
+                             num_inner_steps, **gradient),
         "meta_sgd": lambda: MetaSGD(variables, inner_objectives, outer_objectives, inner_lr,
-                                    num_inner_steps, **gradient, **vector),
+                                    num_inner_steps, **gradient),
         "meta_curvature": lambda: MetaCurvature(variables, inner_objectives,
                                                 outer_objectives, inner_lr,
                                                 num_inner_steps, **gradient),
         "reptile": lambda: Reptile(variables, inner_objectives, rule, num_inner_steps,
-                                   meta_step_size=meta_step_size, seed=seed, **vector),
+                                   meta_step_size=meta_step_size, seed=seed),
         "aggregation": lambda: ModelAggregation(
             variables, inner_objectives, rule, num_inner_steps, step_size=meta_step_size,
             weighting={"uniform": "uniform", "loss": "softmax"}[aggregation_weighting],

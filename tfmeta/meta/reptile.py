@@ -30,17 +30,14 @@ class Reptile(Learner):
       task. num_inner_steps: int >= 1.
     meta_step_size: epsilon, a float or a callable `step (int64 tensor) -> scalar` (e.g. a
       linear anneal); exclusive with meta_optimizer (a Keras 3 optimizer).
-    vectorize_tasks: all tasks as one computation (see MAML).
     Metrics: the common ones (query_* only when query is given) plus `meta_update_norm`,
     the global norm of `mean_t(phi_t) - theta`.
     """
 
     def __init__(self, variables, objectives, inner_update, num_inner_steps,
-                 meta_step_size=None, meta_optimizer=None, seed=0, parallel_tasks=1,
-                 vectorize_tasks=False):
+                 meta_step_size=None, meta_optimizer=None, seed=0, parallel_tasks=1):
         super().__init__(variables, objectives, objectives, inner_update, num_inner_steps,
-                         seed=seed, parallel_tasks=parallel_tasks,
-                         vectorize_tasks=vectorize_tasks)
+                         seed=seed, parallel_tasks=parallel_tasks)
         if (meta_step_size is None) == (meta_optimizer is None):
             raise ConfigError("Reptile needs exactly one of meta_step_size (epsilon, e.g. "
                               "0.1) and meta_optimizer (a Keras 3 optimizer)")

@@ -88,11 +88,8 @@ def classification_loss(logits, batch):
 def classification_objective(model, name="loss"):
     """Objective over all of `model`'s trainable variables with `classification_loss`.
 
-    The learner's variables must be `model.trainable_variables` (in that order). Carries
-    the vectorised form (`task_batched_fn`) for learners with `vectorize_tasks=True`.
+    The learner's variables must be `model.trainable_variables` (in that order).
     """
     from tfmeta.meta.inner_loop import Objective, keras_loss
-    from tfmeta.models.task_batched import task_batched_loss
 
-    return Objective(keras_loss(model, classification_loss), name=name,
-                     task_batched_fn=task_batched_loss(model, classification_loss))
+    return Objective(keras_loss(model, classification_loss), name=name)
