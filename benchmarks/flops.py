@@ -53,6 +53,21 @@ def peak_line(peak):
             f"matmul_gflops_per_s={peak['matmul']:.1f} onednn={int(runtime.onednn_enabled())}")
 
 
+def measure_peak_in_subprocess(onednn):
+    """`measure_peak()` of a fresh process with all cores and oneDNN on/off (for callers
+    whose own threads are already narrowed to one task's share)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": str(int(onednn))}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.flops"], env=env, check=True,
+                         capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    values = dict(re.findall(r"(\w+)_gflops_per_s=([\d.]+)", out.stdout))
+    return {"conv3x3": float(values["conv3x3"]), "matmul": float(values["matmul"])}
+
+
 if __name__ == "__main__":
     from tfmeta import runtime
     runtime.configure()

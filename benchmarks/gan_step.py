@@ -27,29 +27,35 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--preset", default="dcgan28")
     parser.add_argument("--jit_compile", action="store_true")
-    parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0=auto)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="fixed TF thread budget (0: the cores, split over parallel tasks)")
+    parser.add_argument("--parallel_tasks", type=int, default=0,
+                        help="tasks at once (0: auto, tfmeta.runtime.task_threads)")
     parser.add_argument("--onednn", type=int, choices=[0, 1], default=1,
                         help="TF's oneDNN CPU kernels on (1, TF's default) or off (0)")
     args = parser.parse_args(argv)
 
-    from tfmeta import runtime
-    runtime.configure(intra_op_threads=args.threads, onednn=bool(args.onednn))
-    import numpy as np
-    import tensorflow as tf
-
-    from benchmarks import flops as flops_lib
-    peak = flops_lib.measure_peak()
-    print(flops_lib.peak_line(peak), flush=True)
-
     from tfmeta import config as cfg
-    from tfmeta import generation
-
+    from tfmeta import runtime
     config = cfg.GenerationConfig(
         model="gan", preset=args.preset, gan_loss="wgan_gp",
         task=cfg.TaskConfig(n_way=1, k_shot=args.images - 1, k_query=1,
                             meta_batch_size=args.meta_batch_size),
         inner=cfg.InnerConfig(num_steps=args.inner_steps, lr=1e-4, optimizer="adam"),
-        outer=cfg.OuterConfig(algorithm="reptile", meta_step_size=0.1)).validate()
+        outer=cfg.OuterConfig(algorithm="reptile", meta_step_size=0.1),
+        train=cfg.TrainConfig(threads=args.threads,
+                              parallel_tasks=args.parallel_tasks)).validate()
+    plan = runtime.task_threads_for(config)
+    runtime.configure(intra_op_threads=plan.intra_op_threads,
+                      inter_op_threads=plan.inter_op_threads, onednn=bool(args.onednn))
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks import flops as flops_lib
+    peak = flops_lib.measure_peak_in_subprocess(args.onednn)   # all cores
+    print(flops_lib.peak_line(peak), flush=True)
+
+    from tfmeta import generation
     model = generation.GenerativeModel(config)
     learner = generation.build_learner(config, model)
     rng = np.random.default_rng(0)
@@ -72,6 +78,7 @@ def main(argv=None):
           f"meta_batch_size={args.meta_batch_size} images={args.images} "
           f"seconds_per_meta_iter={np.median(times):.4f} compile_seconds={compile_s:.2f} "
           f"peak_rss_mb={peak_mb:.0f} {flops_lib.achieved(flops, np.median(times), peak['conv3x3'])} "
+          f"parallel_tasks={plan.parallel_tasks} intra_op_threads={plan.intra_op_threads} "
           f"jit_compile={args.jit_compile} onednn={int(runtime.onednn_enabled())} "
           f"repeats={args.repeats}", flush=True)
 

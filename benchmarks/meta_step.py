@@ -50,9 +50,11 @@ def parse_args(argv=None):
     parser.add_argument("--meta_lr", type=float, default=1e-3)
     parser.add_argument("--repeats", type=int, default=5, help="timed meta-steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps after compile")
-    parser.add_argument("--parallel_tasks", type=int, default=1,
-                        help="parallel_iterations of the in-graph task loop")
-    parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0=auto)")
+    parser.add_argument("--parallel_tasks", type=int, default=0,
+                        help="tasks of the in-graph loop at once (0: auto, as the trainers: "
+                        "tfmeta.runtime.task_threads)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="fixed TF thread budget (0: the cores, split over parallel tasks)")
     parser.add_argument("--onednn", type=int, choices=[0, 1], default=1,
                         help="TF's oneDNN CPU kernels on (1, TF's default) or off (0)")
     parser.add_argument("--seed", type=int, default=0)
@@ -101,7 +103,9 @@ def run_one(args):
     """Times one configuration in this process; prints its key=value line."""
     from tfmeta import runtime
 
-    runtime.configure(intra_op_threads=args.threads, onednn=bool(args.onednn))
+    plan = runtime.task_threads(args.parallel_tasks, args.meta_batch_size, args.threads)
+    runtime.configure(intra_op_threads=plan.intra_op_threads,
+                      inter_op_threads=plan.inter_op_threads, onednn=bool(args.onednn))
     import keras
     import numpy as np
 
@@ -118,12 +122,12 @@ def run_one(args):
     if kind == "maml":
         learner = MAML(model.trainable_variables, objective, objective, SGD(args.inner_lr),
                        steps, first_order=order is True, meta_optimizer=optimizer,
-                       seed=args.seed, parallel_tasks=args.parallel_tasks,
+                       seed=args.seed, parallel_tasks=plan.parallel_tasks,
                        recompute=order == "recompute")
     else:
         learner = Reptile(model.trainable_variables, objective, SGD(args.inner_lr), steps,
                           meta_optimizer=optimizer, seed=args.seed,
-                          parallel_tasks=args.parallel_tasks)
+                          parallel_tasks=plan.parallel_tasks)
 
     batches = synthetic_batches(args)
     idle_mb = current_rss_mb()
@@ -135,7 +139,8 @@ def run_one(args):
           f"meta_batch_size={args.meta_batch_size} seconds_per_meta_iter={seconds:.4f} "
           f"compile_seconds={compile_seconds:.2f} peak_rss_mb={peak_mb:.0f} "
           f"idle_rss_mb={idle_mb:.0f} {flops_lib.achieved(flops, seconds, args.peak_gflops)} "
-          f"repeats={args.repeats} parallel_tasks={args.parallel_tasks} "
+          f"repeats={args.repeats} parallel_tasks={plan.parallel_tasks} "
+          f"intra_op_threads={plan.intra_op_threads} "
           f"onednn={int(runtime.onednn_enabled())} "
           f"traces={learner.compiled_meta_step.experimental_get_tracing_count()}", flush=True)
 

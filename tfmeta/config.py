@@ -159,10 +159,12 @@ class TrainConfig:
     num_cpu_replicas: int = 1
     threads: int = 0
     onednn: bool = True
+    parallel_tasks: int = 0
 
     def validate(self):
         _check(bool(self.workdir), "--workdir must be set")
         _check(self.threads >= 0, "--threads must be >= 0 (0: TensorFlow's default)")
+        _check(self.parallel_tasks >= 0, "--parallel_tasks must be >= 0 (0: automatic)")
         _check(self.num_steps >= 0, "--num_steps must be >= 0")
         for name in ("log_every", "eval_every", "checkpoint_every", "eval_tasks",
                      "num_cpu_replicas"):

@@ -11,7 +11,7 @@ query set is normalised with its own statistics, as in the original MAML code).
 import keras
 
 from tfmeta import config as cfg
-from tfmeta import distribute
+from tfmeta import distribute, runtime
 from tfmeta import train as train_lib
 from tfmeta.data import TaskSampler, load_class_images
 from tfmeta.eval.augmentation import confidence_interval
@@ -46,7 +46,8 @@ def build_learner(config):
         inner_optimizer=inner.optimizer, inner_lr=inner.lr, num_inner_steps=inner.num_steps,
         first_order=inner.first_order, meta_optimizer=meta_opt,
         meta_step_size=outer.meta_step_size,
-        aggregation_weighting=outer.aggregation_weighting, seed=config.train.seed)
+        aggregation_weighting=outer.aggregation_weighting, seed=config.train.seed,
+        parallel_tasks=runtime.task_threads_for(config).parallel_tasks)
 
 
 def meta_test(config, learner, class_images, num_tasks, seed, batch=50):

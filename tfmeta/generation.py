@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmeta import config as cfg
-from tfmeta import losses
+from tfmeta import losses, runtime
 from tfmeta.data import scale_images
 from tfmeta.errors import ConfigError
 from tfmeta.meta import (GRADIENT_ALGORITHMS, Objective, adapt as inner_adapt, fold_seed,
@@ -206,7 +206,8 @@ def build_learner(config, model):
         num_inner_steps=inner.num_steps, first_order=inner.first_order,
         meta_optimizer=keras.optimizers.Adam(outer.meta_lr, beta_1=0.5),
         meta_step_size=outer.meta_step_size,
-        aggregation_weighting=outer.aggregation_weighting, seed=config.train.seed)
+        aggregation_weighting=outer.aggregation_weighting, seed=config.train.seed,
+        parallel_tasks=runtime.task_threads_for(config).parallel_tasks)
 
 
 def adapted_params(learner, model, support_images, steps, seed):

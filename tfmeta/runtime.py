@@ -5,8 +5,55 @@ RuntimeError if threads or logical devices are configured after it initialised).
 """
 
 import os
+from typing import NamedTuple
 
-__all__ = ["configure", "onednn_enabled", "quiet_tensorflow"]
+__all__ = ["configure", "onednn_enabled", "quiet_tensorflow", "cpu_count", "TaskThreads",
+           "task_threads", "task_threads_for"]
+
+
+def cpu_count():
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not Linux
+        return os.cpu_count() or 1
+
+
+class TaskThreads(NamedTuple):
+    """How a meta-step uses the cores: `parallel_tasks` tasks of the in-graph task loop run
+    at once, each op with `intra_op_threads` threads (0 = TF's default); inter-op threads
+    `inter_op_threads` (0 = TF's default, the core count)."""
+    parallel_tasks: int
+    intra_op_threads: int
+    inter_op_threads: int
+
+
+def task_threads(parallel_tasks=0, tasks_per_step=1, threads=0, cores=None):
+    """The thread plan of a learner's meta-step (see TaskThreads).
+
+    parallel_tasks: tasks adapted at once; 0 = auto, min(cores, tasks_per_step).
+    tasks_per_step: the meta-batch (tasks per meta-step); at most that many run at once.
+    threads: a fixed per-process budget (> 0, e.g. 1 to share the machine): intra- and
+      inter-op threads are both `threads`; 0 = use the cores: with several tasks at once,
+      each op gets `cores // parallel` threads (small per-task ops scale badly over cores,
+      whole tasks side by side scale well: 2.0x for 5-step MAML on 2 cores,
+      benchmarks/README.md).
+    """
+    cores = cores or cpu_count()
+    if parallel_tasks < 0 or threads < 0:
+        raise ValueError("parallel_tasks and threads must be >= 0")
+    budget = threads or cores
+    parallel = parallel_tasks or min(budget, max(1, tasks_per_step))
+    if threads:
+        return TaskThreads(parallel, threads, threads)
+    at_once = min(parallel, max(1, tasks_per_step))
+    return TaskThreads(parallel, max(1, cores // at_once) if at_once > 1 else 0, 0)
+
+
+def task_threads_for(config):
+    """`task_threads` of a FewShotConfig / GenerationConfig (its train and task parts)."""
+    return task_threads(config.train.parallel_tasks, config.task.meta_batch_size,
+                        config.train.threads)
 
 
 def quiet_tensorflow():

@@ -14,6 +14,7 @@ from absl import flags
 from tfmeta.errors import ConfigError, TfmetaError
 
 __all__ = ["define_flags", "build_config", "parse_config", "main_guard", "setup_runtime",
+           "setup_training_runtime",
            "with_flag_values", "flag_values_of", "to_flagfile"]
 
 # flag name → (config section, field name, help). Section None = top-level field.
@@ -60,6 +61,9 @@ _FIELDS = {
                          "split the CPU into N logical devices (MirroredStrategy on CPU)"),
     "threads": ("train", "threads", "TF intra-op threads (0: all cores; 1 lets two runs "
                 "share 2 cores without contention)"),
+    "parallel_tasks": ("train", "parallel_tasks",
+                       "tasks adapted at once in a meta-step (0: min(cores, meta-batch); "
+                       "each op then gets cores/parallel threads)"),
     "onednn": ("train", "onednn", "TF's oneDNN CPU kernels (TF's default on x86; 1.3-2.5x "
                "faster here, see benchmarks/README.md; needed for vectorised tasks)"),
 }
@@ -151,14 +155,29 @@ def to_flagfile(config, header="", exclude=("workdir", "data_dir", "cache_dir"))
     return "\n".join(lines) + "\n"
 
 
-def setup_runtime(num_cpu_replicas=1, threads=0, onednn=None):
+def setup_runtime(num_cpu_replicas=1, threads=0, onednn=None, intra_op_threads=None):
     """Quiet TF, choose threads and oneDNN, split the CPU before TF initialises (returns
-    tf). onednn: None keeps TF's default (or TF_ENABLE_ONEDNN_OPTS)."""
+    tf). onednn: None keeps TF's default (or TF_ENABLE_ONEDNN_OPTS). intra_op_threads:
+    overrides `threads` for intra-op parallelism (see `setup_training_runtime`)."""
     from absl import logging
     from tfmeta import runtime
     logging.set_verbosity(logging.WARNING)   # progress lines are printed by the library
-    return runtime.configure(num_cpu_replicas=num_cpu_replicas, intra_op_threads=threads,
-                             inter_op_threads=threads, onednn=onednn)
+    return runtime.configure(
+        num_cpu_replicas=num_cpu_replicas,
+        intra_op_threads=threads if intra_op_threads is None else intra_op_threads,
+        inter_op_threads=threads, onednn=onednn)
+
+
+def setup_training_runtime(config):
+    """`setup_runtime` for a training config: threads from `runtime.task_threads` (tasks
+    side by side, each op on cores/parallel threads), unless CPU replicas share the
+    cores already."""
+    from tfmeta import runtime
+    train = config.train
+    plan = runtime.task_threads_for(config)
+    intra = plan.intra_op_threads if train.num_cpu_replicas == 1 else train.threads
+    return setup_runtime(train.num_cpu_replicas, train.threads, train.onednn,
+                         intra_op_threads=intra)
 
 
 def main_guard(fn):

@@ -18,8 +18,8 @@ FLAGS = flags.FLAGS
 @common.main_guard
 def main(argv):
     del argv
-    common.setup_runtime(FLAGS.num_cpu_replicas, FLAGS.threads, FLAGS.onednn)
     config = common.build_config(FewShotConfig(), FLAGS)
+    common.setup_training_runtime(config)
     from tfmeta import fewshot  # imports TF: after the runtime is configured
     result = fewshot.run(config)
     print(f"[done] results: {config.train.workdir}/results.json")

@@ -19,8 +19,8 @@ FLAGS = flags.FLAGS
 @common.main_guard
 def main(argv):
     del argv
-    common.setup_runtime(FLAGS.num_cpu_replicas, FLAGS.threads, FLAGS.onednn)
     config = common.build_config(GenerationConfig(), FLAGS)
+    common.setup_training_runtime(config)
     from tfmeta import meta_gan  # imports TF: after the runtime is configured
     result = meta_gan.run(config)
     print(f"[done] checkpoint: {result['checkpoint']}")

@@ -95,8 +95,7 @@ def run(fv, log=print):
     if base.data.train_split != "train" or base.data.dataset != "omniglot":
         raise ConfigError("trainers.search scores held-out validation characters: it needs "
                           "--dataset=omniglot and the 'train' split for meta-training")
-    common.setup_runtime(base.train.num_cpu_replicas, base.train.threads,
-                         base.train.onednn)
+    common.setup_training_runtime(base)
     from tfmeta import meta_gan, search
     from tfmeta.eval import get_feature_extractor
     workdir = base.train.workdir

@@ -17,17 +17,20 @@ GRADIENT_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature")
 def make_learner(algorithm, variables, inner_objectives, outer_objectives, *,
                  inner_optimizer, inner_lr, num_inner_steps, first_order=False,
                  meta_optimizer=None, meta_step_size=1.0, aggregation_weighting="uniform",
-                 seed=0):
+                 seed=0, parallel_tasks=1):
     """The learner `algorithm` over `variables` (see tfmeta.meta for each).
 
     inner_optimizer: "sgd" or "adam" (fixed rules; meta_sgd / meta_curvature learn theirs
     from `inner_lr`). first_order applies to the gradient-based algorithms ("fomaml" is
     MAML with first_order=True). meta_optimizer: a fresh Keras optimizer for those.
     aggregation_weighting: "uniform" or "loss" (softmax of negative adapted losses).
+    parallel_tasks: tasks of the in-graph loop run at once (see
+      `tfmeta.runtime.task_threads`; results do not change).
     """
     rule = {"sgd": SGD, "adam": Adam}[inner_optimizer](inner_lr)
     first_order = first_order or algorithm == "fomaml"
-    gradient = dict(first_order=first_order, meta_optimizer=meta_optimizer, seed=seed)
+    gradient = dict(first_order=first_order, meta_optimizer=meta_optimizer, seed=seed,
+                    parallel_tasks=parallel_tasks)
     builders = {
         "maml": lambda: MAML(variables, inner_objectives, outer_objectives, rule,
                              num_inner_steps, **gradient),
@@ -37,11 +40,12 @@ def make_learner(algorithm, variables, inner_objectives, outer_objectives, *,
                                                 outer_objectives, inner_lr,
                                                 num_inner_steps, **gradient),
         "reptile": lambda: Reptile(variables, inner_objectives, rule, num_inner_steps,
-                                   meta_step_size=meta_step_size, seed=seed),
+                                   meta_step_size=meta_step_size, seed=seed,
+                                   parallel_tasks=parallel_tasks),
         "aggregation": lambda: ModelAggregation(
             variables, inner_objectives, rule, num_inner_steps, step_size=meta_step_size,
             weighting={"uniform": "uniform", "loss": "softmax"}[aggregation_weighting],
-            seed=seed),
+            seed=seed, parallel_tasks=parallel_tasks),
     }
     builders["fomaml"] = builders["maml"]
     if algorithm not in builders:
