@@ -36,7 +36,7 @@ def task_threads(parallel_tasks=0, tasks_per_step=1, threads=0, cores=None):
     threads: a fixed per-process budget (> 0, e.g. 1 to share the machine): intra- and
       inter-op threads are both `threads`; 0 = use the cores: with several tasks at once,
       each op gets `cores // parallel` threads (small per-task ops scale badly over cores,
-      whole tasks side by side scale well: 2.0x for 5-step MAML on 2 cores,
+      whole tasks side by side scale well: 2.2x for 5-step MAML on 2 cores,
       benchmarks/README.md).
     """
     cores = cores or cpu_count()

@@ -59,13 +59,13 @@ _FIELDS = {
     "strategy": ("train", "strategy", "default, mirrored or multi_worker"),
     "num_cpu_replicas": ("train", "num_cpu_replicas",
                          "split the CPU into N logical devices (MirroredStrategy on CPU)"),
-    "threads": ("train", "threads", "TF intra-op threads (0: all cores; 1 lets two runs "
-                "share 2 cores without contention)"),
+    "threads": ("train", "threads", "fixed TF thread budget, intra- and inter-op (0: the "
+                "cores, split by --parallel_tasks; 1 lets two runs share 2 cores)"),
     "parallel_tasks": ("train", "parallel_tasks",
                        "tasks adapted at once in a meta-step (0: min(cores, meta-batch); "
                        "each op then gets cores/parallel threads)"),
-    "onednn": ("train", "onednn", "TF's oneDNN CPU kernels (TF's default on x86; 1.3-2.5x "
-               "faster here, see benchmarks/README.md; needed for vectorised tasks)"),
+    "onednn": ("train", "onednn", "TF's oneDNN CPU kernels (TF's default on x86; 1.1-2.4x "
+               "faster here than the Eigen kernels, see benchmarks/README.md)"),
 }
 
 
