@@ -15,7 +15,7 @@ from trainers import common
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GEN_CONFIGS = ["configs/tiny_gan.cfg", "configs/omniglot_vae_cavia.cfg", "configs/demo.cfg",
                "configs/omniglot_cgan.cfg", "configs/omniglot_figr.cfg",
-               "configs/omniglot_maml_gan.cfg"]
+               "configs/omniglot_maml_gan.cfg", "configs/omniglot_vae_searched.cfg"]
 FEWSHOT_CONFIGS = ["configs/tiny_fewshot.cfg", "configs/omniglot_protonet_5w1s.cfg",
                    "configs/omniglot_maml_5w1s.cfg", "configs/omniglot_protonet_20w1s.cfg",
                    "configs/omniglot_maml_20w1s.cfg"]
