@@ -21,7 +21,7 @@ FEWSHOT_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature", "reptile",
                       "aggregation", "protonet")
 GENERATION_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature", "reptile",
                          "aggregation")
-GENERATION_MODELS = ("gan", "vae")
+GENERATION_MODELS = ("gan", "vae", "warp")
 INNER_OPTIMIZERS = ("sgd", "adam")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -207,7 +207,8 @@ class GenerationConfig:
     """Few-shot generation experiment (trainers.meta_gan).
 
     Attributes:
-      model: "gan" or "vae".
+      model: "gan", "vae" or "warp" (support-conditioned deformation generator,
+        tfmeta.models.warp: every sample is a learned warp of a support drawing).
       preset: model size preset (tfmeta.models.presets), e.g. "tiny", "dcgan28", "vae28".
       gan_loss: "wgan_gp", "hinge" or "nonsaturating".
       gp_weight: WGAN-GP penalty weight λ.
@@ -230,6 +231,8 @@ class GenerationConfig:
       residual: those extra blocks are residual (skip connections).
       activation: hidden activation of the generator / VAE ("" = relu).
       norm: normalisation of the generator / VAE decoder (MetaNorm mode, "" = preset's).
+      max_displacement: warp generators: bound of the displacement field in pixels
+        (0 = the preset's).
     """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig(n_way=1, k_shot=5, k_query=10, meta_batch_size=4)
@@ -256,9 +259,15 @@ class GenerationConfig:
     residual: bool = False
     activation: str = ""
     norm: str = ""
+    max_displacement: float = 0.0
 
     def model_overrides(self):
         """Preset overrides (tfmeta.models.presets keys) of the structure fields."""
+        if self.model == "warp":
+            out = {"latent_dim": self.latent_dim, "base_filters": self.width,
+                   "max_displacement": self.max_displacement,
+                   "activation": self.activation}
+            return {k: v for k, v in out.items() if v}
         gan = self.model == "gan"
         out = {"latent_dim": self.latent_dim,
                "generator_filters" if gan else "base_filters": self.width,
@@ -293,6 +302,11 @@ class GenerationConfig:
             _check(getattr(self, name) >= 0, f"--{name} must be >= 0")
         _check(self.model == "gan" or not (self.critic_width or self.critic_depth),
                "--critic_width/--critic_depth need --model=gan")
+        _check(self.max_displacement >= 0, "--max_displacement must be >= 0 (0: the preset's)")
+        _check(self.model == "warp" or not self.max_displacement,
+               "--max_displacement needs --model=warp")
+        _check(self.model != "warp" or not (self.depth or self.residual or self.norm),
+               "--depth/--residual/--norm are not options of --model=warp")
         _check(self.activation in ("", "relu", "leaky_relu", "elu", "swish"),
                f"--activation must be relu, leaky_relu, elu or swish, got {self.activation!r}")
         _check(self.norm in ("", "none", "batch", "instance", "layer"),

@@ -70,9 +70,14 @@ class GenerativeModel:
         ctx = config.context_dim
         overrides = config.model_overrides()
         keras.utils.set_random_seed(seed)   # reproducible initial weights
-        self.generator = self.discriminator = self.vae = self.encoder = None
+        self.generator = self.discriminator = self.vae = self.warp = self.encoder = None
         self.context_offset = None
-        if config.model == "gan":
+        if config.model == "warp":
+            self.warp = presets.build_warp(config.preset, self.image_shape, context_dim=ctx,
+                                           **overrides)
+            gen_vars, critic_vars = list(self.warp.trainable_variables), []
+            self.latent_dim = self.warp.latent_dim
+        elif config.model == "gan":
             self.generator, self.discriminator = presets.build_gan(
                 config.preset, self.image_shape, context_dim=ctx,
                 conditional_discriminator=config.conditional_critic, **overrides)
@@ -124,6 +129,48 @@ class GenerativeModel:
                                              beta=self.config.kl_weight)
         return loss, aux
 
+    @property
+    def requires_support(self):
+        """True for families that draw *from* a support set (no unconditional samples)."""
+        return self.warp is not None
+
+    def warp_loss(self, params, batch, seed):
+        """Negative warp ELBO: each image of batch["images"] drawn as a warp of a support.
+
+        For every target x_i a source s_j is drawn uniformly from the support images that
+        differ from x_i (on the support set itself: another support drawing; with K = 1
+        the only support, i.e. the identity pair). Returns (loss, aux).
+        """
+        with self._scope(params):
+            x, support = batch["images"], batch["context_images"]
+            n = tf.shape(x)[0]
+            distance = tf.reduce_sum(tf.square(x[:, None] - support[None]), axis=[2, 3, 4])
+            # Equal logits where every support equals x (K = 1 on the support itself).
+            logits = tf.where(distance < 1e-6, -1e9, 0.0)
+            index = tf.random.stateless_categorical(logits, 1, fold_seed(seed, 0))[:, 0]
+            source = tf.gather(support, index)
+            c = self._context(support, n)
+            mean, logvar = self.warp.encode(source, x, c)
+            eps = tf.random.stateless_normal(tf.shape(mean), fold_seed(seed, 1))
+            z = mean + tf.exp(0.5 * logvar) * eps
+            warped = self.warp(self._warp_inputs(source, z, c), training=True)
+            loss, aux = losses.warp_elbo_loss(warped, x, mean, logvar,
+                                              beta=self.config.kl_weight)
+        return loss, aux
+
+    def _warp_inputs(self, source, z, c):
+        return (source, z) if c is None else (source, z, c)
+
+    def _warp_sample(self, num_samples, seed, support):
+        """Warps of support drawings chosen uniformly (seeded), z ~ N(0, I)."""
+        k = tf.shape(support)[0]
+        index = tf.random.stateless_uniform([num_samples], fold_seed(seed, 2), 0, k,
+                                            dtype=tf.int32)
+        source = tf.gather(support, index)
+        z = tf.random.stateless_normal([num_samples, self.latent_dim], fold_seed(seed, 0))
+        return self.warp(self._warp_inputs(source, z, self._context(support, num_samples)),
+                         training=True)
+
     def _gan_terms(self, batch, seed):
         real = batch["images"]
         n = tf.shape(real)[0]
@@ -158,7 +205,12 @@ class GenerativeModel:
 
     def sample(self, params, num_samples, seed, context_images=None):
         """Images [num_samples, H, W, C] in [-1, 1] drawn with `params` (stateless seed)."""
+        if self.warp is not None and context_images is None:
+            raise ConfigError("a warp generator draws from support images: pass them "
+                              "(export with --support_images, or use adapt_and_sample)")
         with self._scope(params):
+            if self.warp is not None:
+                return self._warp_sample(num_samples, seed, context_images)
             c = (self._context(context_images, num_samples)
                  if context_images is not None else self._offset_only(num_samples))
             if self.vae is not None:
@@ -179,6 +231,8 @@ class GenerativeModel:
         gen_idx = self.context_indices if scope_ctx else self.generator_indices
         if self.vae is not None:
             return [Objective(self.vae_loss, gen_idx, name="elbo")]
+        if self.warp is not None:
+            return [Objective(self.warp_loss, gen_idx, name="warp")]
         generator = Objective(self.generator_loss, gen_idx, name="generator")
         if scope_ctx:
             # CAVIA for GANs: only the context moves in the inner loop; the critic is

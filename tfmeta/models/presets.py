@@ -11,6 +11,8 @@ below are for the preset as written (unconditional, context_dim = 0).
   dcgan32   GAN, 32x32x1, z=64, G f=32, D f=64 G 688,865 / D 431,553
   dcgan64   GAN, 64x64x1, z=64, G f=32, D f=32 G 1,737,953 / D 463,841
   vae28     VAE, 28x28x1, z=32, f=32           599,425
+  warp28    warp generator (tfmeta.models.warp), 28x28x1, z=16, f=32, 4 px: 195,906
+  tiny_warp warp generator, z=4, f=4 (for tests)
 
 Conditioning adds parameters: dcgan28 with context_dim=64 has G 996,513 (z and the
 context share the first projection) and, with conditional_discriminator, D 447,937; its
@@ -23,8 +25,9 @@ from tfmeta.errors import ConfigError
 from tfmeta.models.encoders import SupportEncoder
 from tfmeta.models.gan import Discriminator, Generator
 from tfmeta.models.vae import VAE
+from tfmeta.models.warp import WarpGenerator
 
-__all__ = ["PRESETS", "resolve_preset", "build_gan", "build_vae",
+__all__ = ["PRESETS", "resolve_preset", "build_gan", "build_vae", "build_warp",
            "build_support_encoder"]
 
 PRESETS = {
@@ -76,6 +79,17 @@ PRESETS = {
         "base_filters": 32, "norm": "none", "encoder_filters": 32,
         "encoder_pooling": "flatten",
         "activation": "relu", "blocks": 0, "residual": False,
+    },
+    # Support-conditioned deformation generator (samples are warped support drawings).
+    "warp28": {
+        "family": "warp", "image_shape": (28, 28, 1), "latent_dim": 16, "context_dim": 0,
+        "base_filters": 32, "max_displacement": 4.0, "encoder_filters": 32,
+        "encoder_pooling": "flatten", "activation": "relu",
+    },
+    "tiny_warp": {
+        "family": "warp", "image_shape": (28, 28, 1), "latent_dim": 4, "context_dim": 0,
+        "base_filters": 4, "max_displacement": 4.0, "encoder_filters": 4,
+        "activation": "relu",
     },
 }
 
@@ -146,6 +160,14 @@ def build_vae(preset_name, image_shape=None, context_dim=None, **overrides):
     vae(images if not cfg["context_dim"]
         else (images, np.zeros((2, cfg["context_dim"]), np.float32)))
     return vae
+
+
+def build_warp(preset_name, image_shape=None, context_dim=None, **overrides):
+    """Builds the `WarpGenerator` of a "warp" preset (overrides as for `build_gan`)."""
+    cfg = resolve_preset(preset_name, "warp", image_shape, context_dim, **overrides)
+    return WarpGenerator(cfg["image_shape"], cfg["latent_dim"], cfg["context_dim"],
+                         cfg["base_filters"], max_displacement=cfg["max_displacement"],
+                         activation=cfg["activation"], name="warp")
 
 
 def build_support_encoder(preset_name, image_shape=None, context_dim=None, **overrides):
