@@ -17,7 +17,7 @@ from tfmeta.errors import ConfigError, DivergenceError
 
 def _config(tmp_path, model="gan", algorithm="reptile", context_dim=0, scope="all", steps=4):
     return cfg.GenerationConfig(
-        model=model, preset="tiny" if model == "gan" else "tiny_vae",
+        model=model, preset={"gan": "tiny", "vae": "tiny_vae", "warp": "tiny_warp"}[model],
         context_dim=context_dim, adapt_scope=scope,
         task=cfg.TaskConfig(n_way=1, k_shot=3, k_query=4, meta_batch_size=2),
         inner=cfg.InnerConfig(num_steps=2, eval_num_steps=2, lr=1e-3, optimizer="adam"),
@@ -43,6 +43,9 @@ def _train(config, images, sampler_wrapper=None):
     ("vae", "reptile", 0, "all"),
     ("vae", "meta_sgd", 0, "all"),
     ("gan", "meta_curvature", 0, "all"),  # learned preconditioner through WGAN-GP
+    ("warp", "fomaml", 4, "context"),      # deformation generator, CAVIA context
+    ("warp", "maml", 4, "context"),        # second order through the warp's resampling
+    ("warp", "reptile", 0, "all"),
 ])
 def test_every_algorithm_and_family_trains_and_summarises(tmp_path, model, algorithm,
                                                           context_dim, scope):

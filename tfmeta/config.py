@@ -231,8 +231,12 @@ class GenerationConfig:
       residual: those extra blocks are residual (skip connections).
       activation: hidden activation of the generator / VAE ("" = relu).
       norm: normalisation of the generator / VAE decoder (MetaNorm mode, "" = preset's).
-      max_displacement: warp generators: bound of the displacement field in pixels
-        (0 = the preset's).
+      max_displacement: warp generators: bound of the velocity/displacement field in
+        pixels (0 = the preset's).
+      integration_steps: warp generators: scaling-and-squaring steps of the
+        diffeomorphic warp (-1 = the preset's, 0 = plain displacement).
+      temperature: warp generators: standard deviation of the prior draws of z when
+        sampling (1 = the model's prior; < 1 trades diversity for class consistency).
     """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig(n_way=1, k_shot=5, k_query=10, meta_batch_size=4)
@@ -260,6 +264,8 @@ class GenerationConfig:
     activation: str = ""
     norm: str = ""
     max_displacement: float = 0.0
+    integration_steps: int = -1
+    temperature: float = 1.0
 
     def model_overrides(self):
         """Preset overrides (tfmeta.models.presets keys) of the structure fields."""
@@ -267,7 +273,10 @@ class GenerationConfig:
             out = {"latent_dim": self.latent_dim, "base_filters": self.width,
                    "max_displacement": self.max_displacement,
                    "activation": self.activation}
-            return {k: v for k, v in out.items() if v}
+            out = {k: v for k, v in out.items() if v}
+            if self.integration_steps >= 0:
+                out["integration_steps"] = self.integration_steps
+            return out
         gan = self.model == "gan"
         out = {"latent_dim": self.latent_dim,
                "generator_filters" if gan else "base_filters": self.width,
@@ -305,6 +314,13 @@ class GenerationConfig:
         _check(self.max_displacement >= 0, "--max_displacement must be >= 0 (0: the preset's)")
         _check(self.model == "warp" or not self.max_displacement,
                "--max_displacement needs --model=warp")
+        _check(self.integration_steps >= -1,
+               "--integration_steps must be >= 0 (or -1: the preset's)")
+        _check(self.model == "warp" or self.integration_steps == -1,
+               "--integration_steps needs --model=warp")
+        _check(self.temperature > 0, "--temperature must be > 0")
+        _check(self.model == "warp" or self.temperature == 1.0,
+               "--temperature needs --model=warp")
         _check(self.model != "warp" or not (self.depth or self.residual or self.norm),
                "--depth/--residual/--norm are not options of --model=warp")
         _check(self.activation in ("", "relu", "leaky_relu", "elu", "swish"),

@@ -162,12 +162,13 @@ class GenerativeModel:
         return (source, z) if c is None else (source, z, c)
 
     def _warp_sample(self, num_samples, seed, support):
-        """Warps of support drawings chosen uniformly (seeded), z ~ N(0, I)."""
+        """Warps of support drawings chosen uniformly (seeded), z ~ N(0, temperature² I)."""
         k = tf.shape(support)[0]
         index = tf.random.stateless_uniform([num_samples], fold_seed(seed, 2), 0, k,
                                             dtype=tf.int32)
         source = tf.gather(support, index)
-        z = tf.random.stateless_normal([num_samples, self.latent_dim], fold_seed(seed, 0))
+        z = self.config.temperature * tf.random.stateless_normal(
+            [num_samples, self.latent_dim], fold_seed(seed, 0))
         return self.warp(self._warp_inputs(source, z, self._context(support, num_samples)),
                          training=True)
 
@@ -319,6 +320,10 @@ class GenerativeModule(tf.Module):
 
     def __init__(self, config, model, learner, support_images=None, steps=None, seed=0):
         super().__init__(name="tfmeta_generator")
+        if model.requires_support and support_images is None:
+            raise ConfigError(f"a {config.model} generator draws from support images and "
+                              "has no unconditional samples: export it with "
+                              "--support_images (adapt_and_sample then adapts to any others)")
         self.config, self._model, self._learner = config, model, learner
         self.image_shape = model.image_shape
         self.latent_dim = model.latent_dim

@@ -99,8 +99,12 @@ def main(argv):
     name = _write_support_pngs(support_dir, FLAGS.data_dir, FLAGS.character, FLAGS.k_shot)
     print(f"character {name!r} → {support_dir}/support_*.png", flush=True)
     _stage(3, "export a versioned SavedModel (TF Serving layout)")
+    # With the support drawings, serving_default samples the generator adapted to them
+    # (support-conditioned families such as the warp generator need them there);
+    # adapt_and_sample adapts to any support set sent with the request.
     _run([_PY, "-m", "export.export_saved_model", f"--checkpoint={run_dir}",
-          f"--model_name={FLAGS.model_name}", f"--base_path={models}"])
+          f"--model_name={FLAGS.model_name}", f"--base_path={models}",
+          f"--support_images={support_dir}/*.png"])
     _stage(4, "serve it over the TF Serving gRPC API")
     server = None
     try:

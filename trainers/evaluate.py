@@ -4,7 +4,9 @@
       --checkpoint=runs/figr,runs/vae_cavia --out=runs/eval
 
 Methods: no_augmentation, traditional_augmentation, one per --checkpoint (a
-trainers.meta_gan workdir), optionally --scratch_gan and --pretrained_finetune. Writes
+trainers.meta_gan workdir) and, with --with_jitter (default), each checkpoint followed by
+affine jitter of its samples, optionally --scratch_gan and --pretrained_finetune. Sample
+metrics for every --metrics_k_shot (default 5 and 1). Writes
 <out>/results.json, results.md, samples.png and TensorBoard scalars in <out>/tensorboard.
 """
 
@@ -46,7 +48,10 @@ def define_flags(flag_values=flags.FLAGS):
     _INT("pretrain_steps", 2000, "conventional pretraining steps")
     _FLOAT("pretrain_lr", 2e-4, "pretraining Adam learning rate")
     _INT("metrics_characters", 50, "characters for the sample metrics")
-    _INT("metrics_k_shot", 5, "support images per character (metrics, figure)")
+    _LIST("metrics_k_shot", ["5", "1"], "support images per character of the sample "
+          "metrics (one table each; the first is also the figure's)")
+    _BOOL("with_jitter", True, "also evaluate every --checkpoint followed by traditional "
+          "augmentation of its samples ('<name>+jitter')")
     _INT("metrics_samples", 20, "samples per character for the sample metrics")
     _INT("figure_characters", 4, "characters in samples.png")
     _INT("extractor_epochs", 6, "feature-extractor training epochs (cached by config)")
@@ -63,9 +68,13 @@ def build_methods(fv, eval_lib, generators, load_background):
     """Baselines, one method per --checkpoint, and the optional generator baselines."""
     from tfmeta.errors import ConfigError
     methods = dict(eval_lib.BASELINES)
-    methods.update(generators.checkpoint_methods(
+    checkpoints = generators.checkpoint_methods(
         fv.checkpoint, fv.method_names, None if fv.adapt_steps < 0
-        else fv.adapt_steps, taken=methods, log_fn=log))
+        else fv.adapt_steps, taken=methods, log_fn=log)
+    methods.update(checkpoints)
+    if fv.with_jitter:
+        methods.update({f"{name}+jitter": eval_lib.with_jitter(fn)
+                        for name, fn in checkpoints.items()})
     first = next((f for f in methods.values() if hasattr(f, "model")), None)
     base = first.model.config if first else None
     if fv.scratch_gan:
@@ -96,6 +105,9 @@ def run(fv):
     from tfmeta.errors import ConfigError
     if not fv.out:
         raise ConfigError("--out is required (the results folder)")
+    shots = [int(k) for k in fv.metrics_k_shot]
+    if not shots or min(shots) < 1:
+        raise ConfigError("--metrics_k_shot needs one or more support sizes >= 1")
     os.makedirs(fv.out, exist_ok=True)
     common.setup_runtime(threads=fv.threads, onednn=fv.onednn)
     from tfmeta import eval as eval_lib, meta_gan
@@ -116,11 +128,15 @@ def run(fv):
         seeds=[int(s) for s in fv.seeds], selection_seed=fv.selection_seed,
         train_steps=fv.train_steps, background_class_names=background_names, log_fn=log)
     log("[eval] sample metrics and figure")
-    k_shot, selection = fv.metrics_k_shot, fv.selection_seed
-    samples = eval_lib.sample_metrics(
-        eval_images, methods, extractor, split="evaluation", k_shot=k_shot,
-        num_characters=min(fv.metrics_characters, eval_images.num_classes),
-        num_samples=fv.metrics_samples, selection_seed=selection)
+    selection = fv.selection_seed
+    samples_by_k = {}
+    for k in shots:
+        log(f"[eval] sample metrics, {k}-shot")
+        samples_by_k[str(k)] = eval_lib.sample_metrics(
+            eval_images, methods, extractor, split="evaluation", k_shot=k,
+            num_characters=min(fv.metrics_characters, eval_images.num_classes),
+            num_samples=fv.metrics_samples, selection_seed=selection)
+    k_shot, samples = shots[0], samples_by_k[str(shots[0])]
     eval_lib.save_sample_figure(
         os.path.join(fv.out, "samples.png"), eval_images, methods, k_shot=k_shot,
         num_characters=min(fv.figure_characters, eval_images.num_classes),
@@ -128,7 +144,7 @@ def run(fv):
     table = generators.write_report(fv.out, results, samples, extra={
         "checkpoints": dict(zip(list(methods)[2:], fv.checkpoint)),
         "adapt_steps": {name: getattr(fn, "steps", None) for name, fn in methods.items()},
-        "extractor": extractor.config.key()})
+        "extractor": extractor.config.key(), "samples_by_k_shot": samples_by_k})
     log(table)
     log(f"[done] {fv.out}: results.json, results.md, samples.png, tensorboard/")
 

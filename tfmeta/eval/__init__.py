@@ -11,7 +11,7 @@ from tfmeta.eval.augmentation import (augmentation_accuracy, confidence_interval
                                       select_characters, to_markdown)
 from tfmeta.eval.baselines import (BASELINES, make_traditional_augmentation,
                                    no_augmentation, sample_metrics, save_sample_figure,
-                                   traditional_augmentation)
+                                   traditional_augmentation, with_jitter)
 from tfmeta.eval.diversity import intra_class_diversity, mean_pairwise_distance, pixel_diversity
 from tfmeta.eval.features import (FeatureExtractor, FeatureExtractorConfig,
                                   InceptionFeatureExtractor, get_feature_extractor,
@@ -22,7 +22,7 @@ from tfmeta.eval.image_quality import nearest_support_psnr_ssim, psnr, ssim
 __all__ = [
     "augmentation_accuracy", "confidence_interval", "select_characters", "to_markdown",
     "BASELINES", "make_traditional_augmentation", "no_augmentation", "sample_metrics",
-    "save_sample_figure", "traditional_augmentation",
+    "save_sample_figure", "traditional_augmentation", "with_jitter",
     "intra_class_diversity", "mean_pairwise_distance", "pixel_diversity",
     "FeatureExtractor", "FeatureExtractorConfig", "InceptionFeatureExtractor",
     "get_feature_extractor", "images_to_uint8", "train_feature_extractor",

@@ -26,7 +26,8 @@ import scipy.ndimage
 from tfmeta.errors import ConfigError, DataError
 
 __all__ = ["no_augmentation", "traditional_augmentation", "make_traditional_augmentation",
-           "BASELINES", "sample_metrics", "save_sample_figure"]
+           "with_jitter", "BASELINES", "sample_metrics", "save_sample_figure",
+           "nearest_support_distance"]
 
 
 def _check_support(support_images):
@@ -119,6 +120,21 @@ def make_traditional_augmentation(**params):
     return functools.partial(traditional_augmentation, **params)
 
 
+def _jitter_after(generate_fn, support_images, num, seed, **params):
+    generated = np.asarray(generate_fn(support_images, num, seed))
+    if generated.shape[0] == 0:
+        return generated
+    return traditional_augmentation(generated, generated.shape[0],
+                                    _sample_seed(seed, 1), **params)
+
+
+def with_jitter(generate_fn, **params):
+    """generate_fn + traditional augmentation: each generated image is then affine-jittered
+    (`traditional_augmentation` applied to the generator's samples, seeded by `seed`),
+    so both kinds of variation are in every image and the image count is unchanged."""
+    return functools.partial(_jitter_after, generate_fn, **params)
+
+
 FIGURE_LABEL_WIDTH = 170  # px of row labels in save_sample_figure
 
 BASELINES = {"no_augmentation": no_augmentation,
@@ -144,23 +160,52 @@ def _episodes(class_images, num_characters, k_shot, selection_seed, seed):
     return episodes
 
 
+def nearest_support_distance(images, support):
+    """Pixel L2 distance (ink in [0, 1]) of each image to its nearest support, float64 [N]."""
+    x = np.asarray(images, np.float64).reshape(len(images), -1) / 255.0
+    s = np.asarray(support, np.float64).reshape(len(support), -1) / 255.0
+    squared = (x * x).sum(1)[:, None] + (s * s).sum(1)[None] - 2.0 * x @ s.T
+    return np.sqrt(np.maximum(squared, 0.0)).min(1)
+
+
+def _copy_thresholds(episodes):
+    """Per character: the smallest nearest-support distance among the *reference* half
+    of its held-out real drawings (even positions), and the *probe* half (odd positions)."""
+    thresholds, probes = [], []
+    for _, support, held in episodes:
+        distances = nearest_support_distance(held, support)
+        thresholds.append(distances[0::2].min())
+        probes.append(distances[1::2])
+    return np.asarray(thresholds), probes
+
+
 def sample_metrics(class_images, generators, extractor, *, split, num_characters=50,
                    k_shot=5, num_samples=20, selection_seed=0, seed=0):
     """Sample-level metrics of each method on fixed unseen characters.
 
     For each of `num_characters` evaluation characters (chosen as in the augmentation
     protocol), K = k_shot real drawings are the support and the other real drawings are
-    the reference. Each method draws `num_samples` per character. Reported per method:
+    held out (the reference). Each method draws `num_samples` per character. Reported
+    per method:
       frechet: Fréchet distance (domain features of `extractor`) between all samples
         and all held-out real drawings of these characters (lower is better);
       diversity: mean intra-character pairwise feature distance of the samples;
+      diversity_ratio: the same statistic on the first m samples per character divided
+        by its value on the first m held-out real drawings, m = min(num_samples,
+        held-out count): 1 = as varied as real drawings of the character;
       class_consistency: share of samples whose nearest held-out-real centroid (in
         feature space, among these characters) is their own character;
+      copy_rate: share of samples closer to a support (pixel L2) than every drawing of
+        a reference half of the character's held-out real drawings; the other half of
+        the held-out drawings gives real drawings' own rate under the same rule
+        (`real_heldout.copy_rate`, ~1/(reference size + 1)); read the two together;
       nearest_support_psnr / _ssim / fraction_copies: closeness to the support
-        (memorisation, not quality; see image_quality.nearest_support_psnr_ssim).
+        (fraction_copies counts exact copies; see image_quality.nearest_support_psnr_ssim).
     "real" gives the same numbers for the real support drawings, for scale (its Fréchet
-    distance uses only num_characters * k_shot images, which biases it upwards).
-    Returns a JSON-able dict {"protocol", "methods": {name: {...} or None}, "real"}.
+    distance uses only num_characters * k_shot images, which biases it upwards);
+    "real_heldout" the diversity (m per character) and copy rate of held-out drawings.
+    Returns a JSON-able dict {"protocol", "methods": {name: {...} or None}, "real",
+    "real_heldout"}.
     """
     from tfmeta.eval.augmentation import EVAL_SPLITS
     from tfmeta.eval.diversity import intra_class_diversity
@@ -171,12 +216,21 @@ def sample_metrics(class_images, generators, extractor, *, split, num_characters
         raise ConfigError(f"sample_metrics evaluates unseen characters: split must be one "
                           f"of {EVAL_SPLITS}; got {split!r}")
     episodes = _episodes(class_images, num_characters, k_shot, selection_seed, seed)
+    held_count = min(held.shape[0] for _, _, held in episodes)
+    if held_count < 3:
+        raise ConfigError(f"sample_metrics needs >= 3 held-out drawings per character "
+                          f"(k_shot={k_shot} leaves {held_count})")
+    per_character = min(num_samples, held_count)
     real = np.concatenate([held for _, _, held in episodes])
     real_labels = np.concatenate([np.full(h.shape[0], i) for i, (_, _, h) in
                                   enumerate(episodes)])
     real_features = extractor.features(real)
     centroids = np.stack([real_features[real_labels == i].mean(0)
                           for i in range(len(episodes))])
+    first_m = np.concatenate([np.flatnonzero(real_labels == i)[:per_character]
+                              for i in range(len(episodes))])
+    real_diversity = intra_class_diversity(real_features[first_m], real_labels[first_m])
+    thresholds, probes = _copy_thresholds(episodes)
 
     def consistency(features, labels):
         distances = ((features[:, None, :] - centroids[None]) ** 2).sum(-1)
@@ -187,7 +241,7 @@ def sample_metrics(class_images, generators, extractor, *, split, num_characters
     support_features = extractor.features(support)
     results = {}
     for name, generate_fn in generators.items():
-        samples, labels, closeness = [], [], []
+        samples, labels, closeness, copies = [], [], [], []
         for i, (_, support_images, _) in enumerate(episodes):
             out = np.asarray(generate_fn(support_images, num_samples,
                                          _sample_seed(seed, i)))
@@ -195,27 +249,39 @@ def sample_metrics(class_images, generators, extractor, *, split, num_characters
                 samples.append(out)
                 labels.append(np.full(out.shape[0], i))
                 closeness.append(nearest_support_psnr_ssim(out, support_images))
+                copies.append(nearest_support_distance(out, support_images) < thresholds[i])
         if not samples:
             results[name] = None
             continue
+        # The first m samples of each character (equal counts for the diversity ratio).
+        first = np.concatenate([np.arange(len(x)) for x in samples]) < per_character
         samples, labels = np.concatenate(samples), np.concatenate(labels)
         features = extractor.features(samples)
         psnrs = [c["mean_psnr"] for c in closeness if np.isfinite(c["mean_psnr"])]
+        diversity = intra_class_diversity(features, labels)
         results[name] = {
             "frechet": frechet_distance_from_features(features, real_features),
-            "diversity": intra_class_diversity(features, labels),
+            "diversity": diversity,
+            "diversity_ratio": (intra_class_diversity(features[first], labels[first])
+                                / real_diversity),
             "class_consistency": consistency(features, labels),
+            "copy_rate": float(np.mean(np.concatenate(copies))),
             "nearest_support_psnr": float(np.mean(psnrs)) if psnrs else None,
             "nearest_support_ssim": float(np.mean([c["mean_ssim"] for c in closeness])),
             "fraction_copies": float(np.mean([c["fraction_copies"] for c in closeness])),
         }
     return {"protocol": {"split": split, "num_characters": len(episodes), "k_shot": k_shot,
                          "num_samples": num_samples, "selection_seed": selection_seed,
-                         "seed": seed, "extractor": extractor.config.key()},
+                         "seed": seed, "diversity_images_per_character": per_character,
+                         "extractor": extractor.config.key()},
             "methods": results,
             "real": {"frechet": frechet_distance_from_features(support_features, real_features),
-                     "diversity": intra_class_diversity(support_features, support_labels),
-                     "class_consistency": consistency(support_features, support_labels)}}
+                     # undefined for one support drawing per character
+                     "diversity": (intra_class_diversity(support_features, support_labels)
+                                   if k_shot > 1 else None),
+                     "class_consistency": consistency(support_features, support_labels)},
+            "real_heldout": {"diversity": real_diversity,
+                             "copy_rate": float(np.mean(np.concatenate(probes)))}}
 
 
 def save_sample_figure(path, class_images, generators, *, num_characters=4, k_shot=5,

@@ -59,7 +59,7 @@ from tfmeta.models import presets
 __all__ = ["GeneratorSampler", "meta_generator_fn", "scratch_gan_fn",
            "pretrain_generator", "pretrained_finetune_fn", "ensure_pretrained",
            "method_name", "checkpoint_methods", "augmentation_gains", "gains_markdown",
-           "write_report", "PRETRAIN_FILE"]
+           "sample_metrics_markdown", "write_report", "PRETRAIN_FILE"]
 
 PRETRAIN_FILE = "pretrain.json"   # marks a workdir written by pretrain_generator
 
@@ -371,6 +371,36 @@ def gains_markdown(gains, baseline="no_augmentation"):
     return "\n".join(lines)
 
 
+SAMPLE_COLUMNS = ("class_consistency", "frechet", "diversity", "diversity_ratio",
+                  "copy_rate")
+
+
+def sample_metrics_markdown(samples_by_k):
+    """Markdown table of `sample_metrics` results for several K ({str(K): result}).
+
+    One row per (K, method), plus the real support drawings ("real (support)") and the
+    held-out real drawings ("real (held-out)": diversity and copy rate, the references
+    of diversity_ratio and copy_rate).
+    """
+    lines = ["| K | method | " + " | ".join(SAMPLE_COLUMNS) + " |",
+             "|---" * (2 + len(SAMPLE_COLUMNS)) + "|"]
+
+    def row(k, name, values):
+        cells = ["" if values.get(c) is None else f"{values[c]:.3g}" for c in SAMPLE_COLUMNS]
+        lines.append(f"| {k} | {name} | " + " | ".join(cells) + " |")
+
+    for k, result in samples_by_k.items():
+        row(k, "real (support)", result["real"])
+        row(k, "real (held-out)", {**result["real_heldout"], "diversity_ratio": 1.0})
+        for name, values in result["methods"].items():
+            if values:
+                row(k, name, values)
+    lines.append("\ndiversity_ratio: diversity / held-out real drawings' diversity at equal "
+                 "images per character; copy_rate: share closer to a support than every "
+                 "reference held-out drawing (tfmeta.eval.sample_metrics).")
+    return "\n".join(lines)
+
+
 def write_report(out_dir, results, samples, extra=None):
     """Writes the evaluation outputs of `augmentation_accuracy` + `sample_metrics`.
 
@@ -389,6 +419,8 @@ def write_report(out_dir, results, samples, extra=None):
         "augmentation": results, "gains": gains, "samples": samples, **(extra or {})})
     table = (to_markdown(results, samples["methods"]) + "\n\n" + gains_markdown(gains)
              + "\n")
+    if extra and extra.get("samples_by_k_shot"):
+        table += "\n" + sample_metrics_markdown(extra["samples_by_k_shot"]) + "\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(table)
     scalars = {f"accuracy/{m}/n_real={n}": e["mean"]

@@ -83,13 +83,13 @@ PRESETS = {
     # Support-conditioned deformation generator (samples are warped support drawings).
     "warp28": {
         "family": "warp", "image_shape": (28, 28, 1), "latent_dim": 16, "context_dim": 0,
-        "base_filters": 32, "max_displacement": 4.0, "encoder_filters": 32,
-        "encoder_pooling": "flatten", "activation": "relu",
+        "base_filters": 32, "max_displacement": 4.0, "integration_steps": 0,
+        "encoder_filters": 32, "encoder_pooling": "flatten", "activation": "relu",
     },
     "tiny_warp": {
         "family": "warp", "image_shape": (28, 28, 1), "latent_dim": 4, "context_dim": 0,
-        "base_filters": 4, "max_displacement": 4.0, "encoder_filters": 4,
-        "activation": "relu",
+        "base_filters": 4, "max_displacement": 4.0, "integration_steps": 2,
+        "encoder_filters": 4, "activation": "relu",
     },
 }
 
@@ -167,6 +167,7 @@ def build_warp(preset_name, image_shape=None, context_dim=None, **overrides):
     cfg = resolve_preset(preset_name, "warp", image_shape, context_dim, **overrides)
     return WarpGenerator(cfg["image_shape"], cfg["latent_dim"], cfg["context_dim"],
                          cfg["base_filters"], max_displacement=cfg["max_displacement"],
+                         integration_steps=cfg["integration_steps"],
                          activation=cfg["activation"], name="warp")
 
 

@@ -14,8 +14,14 @@ the warp predicted by a conditional VAE as in unsupervised registration networks
 flow and blurred image loss this follows):
 
   posterior  q(z | s, x, c) = N(mean, diag(exp(logvar)))   conv net on [s, x] (2C ch.)
-  decoder    phi = Flow(s, z, c): [N, r, r, 2] at r = H / 4, upsampled bilinearly to
-             [N, H, W, 2] and bounded by max_displacement * tanh (pixels)
+  decoder    v = Flow(s, z, c): [N, r, r, 2] at r = H / 4, upsampled bilinearly to
+             [N, H, W, 2] and bounded by max_displacement * tanh (pixels); with
+             integration_steps = T > 0, v is a stationary velocity field and the
+             displacement phi = exp(v) is integrated by scaling and squaring (T
+             compositions of v / 2^T: a diffeomorphism, so the warp can bend strokes
+             but never fold them onto each other or tear them; Arsigny et al. 2006,
+             as in VoxelMorph-diff, Dalca et al. 2018, arXiv:1805.04605); T = 0 uses v
+             itself as the displacement
   sample     x' = s ∘ (id + phi): bilinear resampling, zero (background) outside
   prior      p(z) = N(0, I)
 
@@ -87,22 +93,26 @@ class WarpGenerator(keras.Model):
       latent_dim: size of z (the warp code).
       context_dim: size of the support-set context; 0 = none.
       base_filters: f; source features f, 2f at H/2, H/4; decoder 2f.
-      max_displacement: bound of the displacement in pixels (tanh-scaled).
+      max_displacement: bound of the velocity (displacement for T = 0) in pixels.
+      integration_steps: T, scaling-and-squaring steps (0: plain displacement field).
       activation: hidden activation.
     """
 
     def __init__(self, image_shape=(28, 28, 1), latent_dim=16, context_dim=0,
-                 base_filters=32, max_displacement=4.0, activation="relu", **kwargs):
+                 base_filters=32, max_displacement=4.0, integration_steps=0,
+                 activation="relu", **kwargs):
         super().__init__(**kwargs)
         self._image_shape = validate_image_shape(image_shape)
         if int(latent_dim) < 1 or int(base_filters) < 1 or int(context_dim) < 0 \
-                or float(max_displacement) <= 0:
+                or float(max_displacement) <= 0 or int(integration_steps) < 0:
             raise ConfigError(
                 "WarpGenerator needs latent_dim >= 1, base_filters >= 1, context_dim >= 0, "
-                f"max_displacement > 0; got {latent_dim!r}, {base_filters!r}, "
-                f"{context_dim!r}, {max_displacement!r}.")
+                f"max_displacement > 0, integration_steps >= 0; got {latent_dim!r}, "
+                f"{base_filters!r}, {context_dim!r}, {max_displacement!r}, "
+                f"{integration_steps!r}.")
         self._latent_dim, self._context_dim = int(latent_dim), int(context_dim)
         self.base_filters, self.max_displacement = int(base_filters), float(max_displacement)
+        self.integration_steps = int(integration_steps)
         self.activation = activation
         f, dt = self.base_filters, self.dtype_policy
         self._coarse = self._image_shape[0] // 4
@@ -188,7 +198,16 @@ class WarpGenerator(keras.Model):
             h = activate(layer(h), self.activation)
         coarse = self.max_displacement * ops.tanh(self.flow_out(h))
         height, width = self._image_shape[:2]
-        return tf.image.resize(coarse, (height, width), method="bilinear")
+        flow = tf.image.resize(coarse, (height, width), method="bilinear")
+        if not self.integration_steps:
+            return flow
+        # Scaling and squaring: phi_{2t} = phi_t + phi_t o (id + phi_t), phi_0 = v / 2^T.
+        rows, cols = identity_grid(height, width, flow.dtype)
+        flow = flow / 2.0 ** self.integration_steps
+        for _ in range(self.integration_steps):
+            flow = flow + bilinear_resample(flow, rows[None] + flow[..., 0],
+                                            cols[None] + flow[..., 1])
+        return flow
 
     def warp(self, source, flow):
         """source [-1, 1] resampled at id + flow; background fill; returns [-1, 1]."""
@@ -209,7 +228,8 @@ class WarpGenerator(keras.Model):
         return {**super().get_config(), "image_shape": list(self._image_shape),
                 "latent_dim": self._latent_dim, "context_dim": self._context_dim,
                 "base_filters": self.base_filters,
-                "max_displacement": self.max_displacement, "activation": self.activation}
+                "max_displacement": self.max_displacement,
+                "integration_steps": self.integration_steps, "activation": self.activation}
 
     @classmethod
     def from_config(cls, config):

@@ -1,0 +1,81 @@
+"""Seconds and GFLOP/s per meta-step of the warp generator (configs/omniglot_warp.cfg).
+
+Setting: `warp28` with a 32-d support context, FOMAML with 1 inner Adam step on the
+context (CAVIA), meta-batch 8 characters of K = 5 support + 10 query drawings (28x28x1,
+synthetic data of Omniglot's shape). Prints the machine's peak (benchmarks.flops, all
+cores, fresh process) and
+
+    config=warp_fomaml_context ... seconds_per_meta_iter=<median> gflop_per_meta_iter=<x>
+        achieved_gflops_per_s=<x> fraction_of_conv_peak=<x> ...
+
+    python -m benchmarks.warp_step [--repeats 20] [--meta_batch_size 8] [--threads 0]
+"""
+
+import argparse
+import resource
+import time
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--meta_batch_size", type=int, default=8)
+    parser.add_argument("--inner_steps", type=int, default=1)
+    parser.add_argument("--preset", default="warp28")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="fixed TF thread budget (0: the cores, split over parallel tasks)")
+    parser.add_argument("--parallel_tasks", type=int, default=0,
+                        help="tasks at once (0: auto, tfmeta.runtime.task_threads)")
+    parser.add_argument("--onednn", type=int, choices=[0, 1], default=1)
+    args = parser.parse_args(argv)
+
+    from tfmeta import config as cfg
+    from tfmeta import runtime
+    k_shot, k_query = 5, 10
+    config = cfg.GenerationConfig(
+        model="warp", preset=args.preset, context_dim=32, adapt_scope="context",
+        task=cfg.TaskConfig(n_way=1, k_shot=k_shot, k_query=k_query,
+                            meta_batch_size=args.meta_batch_size),
+        inner=cfg.InnerConfig(num_steps=args.inner_steps, lr=0.05, optimizer="adam"),
+        outer=cfg.OuterConfig(algorithm="fomaml", meta_lr=1e-3),
+        train=cfg.TrainConfig(threads=args.threads,
+                              parallel_tasks=args.parallel_tasks)).validate()
+    plan = runtime.task_threads_for(config)
+    runtime.configure(intra_op_threads=plan.intra_op_threads,
+                      inter_op_threads=plan.inter_op_threads, onednn=bool(args.onednn))
+    import numpy as np
+
+    from benchmarks import flops as flops_lib
+    peak = flops_lib.measure_peak_in_subprocess(args.onednn)
+    print(flops_lib.peak_line(peak), flush=True)
+
+    from tfmeta import generation
+    model = generation.GenerativeModel(config)
+    learner = generation.build_learner(config, model)
+    rng = np.random.default_rng(0)
+    shape = (args.meta_batch_size, k_shot + k_query, 28, 28, 1)
+    images = np.where(rng.uniform(size=shape) < 0.15, 1.0, -1.0).astype(np.float32)
+    support = generation.to_batch(images[:, :k_shot], images[:, :k_shot])
+    query = generation.to_batch(images[:, k_shot:], images[:, :k_shot])
+    flops = flops_lib.task_flops(learner, support, query) * args.meta_batch_size
+    t0 = time.perf_counter()
+    learner.meta_step(support, query, 0)
+    compile_s = time.perf_counter() - t0
+    times = []
+    for step in range(1, args.repeats + 1):
+        t0 = time.perf_counter()
+        metrics = learner.meta_step(support, query, step)
+        float(metrics["meta_grad_norm"])   # wait for the result
+        times.append(time.perf_counter() - t0)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"config=warp_fomaml_context preset={args.preset} "
+          f"meta_batch_size={args.meta_batch_size} inner_steps={args.inner_steps} "
+          f"seconds_per_meta_iter={np.median(times):.4f} compile_seconds={compile_s:.2f} "
+          f"peak_rss_mb={peak_mb:.0f} "
+          f"{flops_lib.achieved(flops, np.median(times), peak['conv3x3'])} "
+          f"parallel_tasks={plan.parallel_tasks} intra_op_threads={plan.intra_op_threads} "
+          f"onednn={int(runtime.onednn_enabled())} repeats={args.repeats}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

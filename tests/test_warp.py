@@ -1,0 +1,135 @@
+"""The warp generator family: resampling, identity at init, the warp ELBO against a
+hand-written reference, pair selection, seeded sampling and its errors."""
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import tensorflow as tf
+
+from tfmeta import config as cfg
+from tfmeta import generation, losses
+from tfmeta.errors import ConfigError
+from tfmeta.models.warp import WarpGenerator, bilinear_resample, identity_grid
+
+
+def _images(n, seed=0, size=28):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, (n, size, size, 1)).astype(np.float32)
+
+
+def test_bilinear_resample_shifts_with_zero_fill():
+    images = _images(2)
+    rows, cols = identity_grid(28, 28)
+    ones = tf.ones([2, 28, 28])
+    same = bilinear_resample(images, rows[None] * ones, cols[None] * ones)
+    np.testing.assert_allclose(same.numpy(), images, atol=1e-6)
+    # Sampling one pixel to the right: column j reads j + 1; the last column is outside.
+    shifted = bilinear_resample(images, rows[None] * ones, cols[None] + 1.0 * ones).numpy()
+    np.testing.assert_allclose(shifted[:, :, :-1], images[:, :, 1:], atol=1e-6)
+    assert np.all(shifted[:, :, -1] == 0)
+    # Half a pixel: the mean of the two neighbours.
+    half = bilinear_resample(images, rows[None] * ones, cols[None] + 0.5 * ones).numpy()
+    np.testing.assert_allclose(half[:, :, :-1], (images[:, :, :-1] + images[:, :, 1:]) / 2,
+                               atol=1e-6)
+
+
+def test_bilinear_resample_coordinate_gradient_matches_finite_differences():
+    images = tf.constant(_images(1, seed=3, size=8).astype(np.float64))
+    rng = np.random.default_rng(4)
+    rows = tf.constant(rng.uniform(0.2, 6.8, (1, 8, 8)))
+    cols = tf.constant(rng.uniform(0.2, 6.8, (1, 8, 8)))
+    weights = tf.constant(rng.normal(size=(1, 8, 8, 1)))
+
+    def f(r, c):
+        return tf.reduce_sum(weights * bilinear_resample(images, r, c))
+
+    with tf.GradientTape() as tape:
+        tape.watch([rows, cols])
+        value = f(rows, cols)
+    grad_rows, grad_cols = tape.gradient(value, [rows, cols])
+    eps = 1e-6
+    for index in [(0, 1, 2), (0, 5, 6), (0, 7, 0)]:
+        delta = np.zeros((1, 8, 8))
+        delta[index] = eps
+        numeric_r = (f(rows + delta, cols) - f(rows - delta, cols)) / (2 * eps)
+        numeric_c = (f(rows, cols + delta) - f(rows, cols - delta)) / (2 * eps)
+        assert float(grad_rows[index]) == pytest.approx(float(numeric_r), rel=1e-5, abs=1e-8)
+        assert float(grad_cols[index]) == pytest.approx(float(numeric_c), rel=1e-5, abs=1e-8)
+
+
+def test_warp_generator_starts_at_identity_and_bounds_its_flow():
+    model = WarpGenerator(latent_dim=4, context_dim=3, base_filters=4, max_displacement=2.5)
+    source = tf.constant(_images(3))
+    z, context = tf.random.normal([3, 4]), tf.random.normal([3, 3])
+    np.testing.assert_allclose(model((source, z, context)).numpy(), source.numpy(), atol=1e-6)
+    for variable in model.trainable_variables:   # any weights: |flow| <= max_displacement
+        variable.assign(tf.random.normal(variable.shape, stddev=3.0))
+    flow = model.flow(source, z, context).numpy()
+    assert flow.shape == (3, 28, 28, 2) and np.abs(flow).max() <= 2.5 + 1e-5
+    assert np.abs(flow).max() > 0.5
+    mean, logvar = model.encode(source, source, context)
+    assert mean.shape == logvar.shape == (3, 4)
+    clone = WarpGenerator.from_config(model.get_config())
+    assert clone.count_params() == model.count_params()
+    with pytest.raises(ConfigError, match="context"):
+        model((source, z))
+
+
+def test_warp_elbo_loss_matches_numpy_reference():
+    rng = np.random.default_rng(0)
+    warped = rng.uniform(-1, 1, (2, 12, 12, 1))
+    targets = rng.uniform(-1, 1, (2, 12, 12, 1))
+    mean, logvar = rng.normal(size=(2, 3)), rng.normal(size=(2, 3)) * 0.3
+    loss, aux = losses.warp_elbo_loss(tf.constant(warped), tf.constant(targets),
+                                      tf.constant(mean), tf.constant(logvar), beta=0.7)
+    diff = (warped - targets) / 2.0
+    reconstruction = 0.0
+    for sigma in losses.WARP_BLUR_SIGMAS:
+        blurred = np.stack([scipy.ndimage.gaussian_filter(d[..., 0], sigma, mode="constant",
+                                                          truncate=3.0) if sigma else d[..., 0]
+                            for d in diff])
+        reconstruction += np.mean(np.sum(blurred ** 2, axis=(1, 2)))
+    reconstruction /= 2 * losses.WARP_PIXEL_SIGMA ** 2
+    kl = np.mean(0.5 * np.sum(np.exp(logvar) + mean ** 2 - 1 - logvar, axis=1))
+    assert float(aux["reconstruction"]) == pytest.approx(reconstruction, rel=1e-9)
+    assert float(aux["kl"]) == pytest.approx(kl, rel=1e-9)
+    assert float(loss) == pytest.approx(reconstruction + 0.7 * kl, rel=1e-9)
+
+
+def _warp_model(context_dim=0):
+    config = cfg.GenerationConfig(model="warp", preset="tiny_warp", context_dim=context_dim,
+                                  adapt_scope="context" if context_dim else "all",
+                                  outer=cfg.OuterConfig(algorithm="fomaml")).validate()
+    return generation.GenerativeModel(config, seed=0)
+
+
+def test_warp_loss_pairs_each_support_with_another_support():
+    model = _warp_model()
+    support = tf.constant(_images(2, seed=5))
+    batch = generation.to_batch(support, support)
+    loss, aux = model.warp_loss(model.read_params(), batch, tf.constant([1, 2], tf.int64))
+    # At initialisation the warp is the identity, so support i is drawn as the *other*
+    # support: the reconstruction is that of the swapped pair (never the trivial 0).
+    _, reference = losses.warp_elbo_loss(support[::-1], support, tf.zeros([2, 4]),
+                                         tf.zeros([2, 4]))
+    assert float(aux["reconstruction"]) == pytest.approx(float(reference["reconstruction"]),
+                                                         rel=1e-5)
+    # K = 1 on the support itself: the only source is the target (identity pair).
+    one = generation.to_batch(support[:1], support[:1])
+    _, aux_one = model.warp_loss(model.read_params(), one, tf.constant([1, 2], tf.int64))
+    assert float(aux_one["reconstruction"]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_warp_samples_are_seeded_warps_of_the_support():
+    model = _warp_model(context_dim=3)
+    params = model.read_params()
+    support = tf.constant(_images(3, seed=6))
+    seed = tf.constant([4, 0], tf.int64)
+    first = model.sample(params, 7, seed, support).numpy()
+    np.testing.assert_array_equal(first, model.sample(params, 7, seed, support).numpy())
+    # Identity warp at initialisation: every sample is one of the support drawings.
+    distances = np.abs(first[:, None] - support.numpy()[None]).max(axis=(2, 3, 4))
+    assert np.all(distances.min(1) < 1e-5)
+    assert len(set(distances.argmin(1))) > 1   # sources are drawn from several supports
+    with pytest.raises(ConfigError, match="support images"):
+        model.sample(params, 2, seed)
