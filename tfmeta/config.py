@@ -235,8 +235,13 @@ class GenerationConfig:
         pixels (0 = the preset's).
       integration_steps: warp generators: scaling-and-squaring steps of the
         diffeomorphic warp (-1 = the preset's, 0 = plain displacement).
+      conditional_prior: warp generators: learn p(z | source, context) (True) instead
+        of the preset's prior.
       temperature: warp generators: standard deviation of the prior draws of z when
         sampling (1 = the model's prior; < 1 trades diversity for class consistency).
+      warp_sampling: warp generators: "prior" (z from the prior) or "pairs" (partial
+        warps of one support towards another, plus temperature noise; K = 1 falls back
+        to the prior); see GenerativeModel._warp_sample.
     """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig(n_way=1, k_shot=5, k_query=10, meta_batch_size=4)
@@ -265,7 +270,9 @@ class GenerationConfig:
     norm: str = ""
     max_displacement: float = 0.0
     integration_steps: int = -1
+    conditional_prior: bool = False
     temperature: float = 1.0
+    warp_sampling: str = "prior"
 
     def model_overrides(self):
         """Preset overrides (tfmeta.models.presets keys) of the structure fields."""
@@ -276,6 +283,8 @@ class GenerationConfig:
             out = {k: v for k, v in out.items() if v}
             if self.integration_steps >= 0:
                 out["integration_steps"] = self.integration_steps
+            if self.conditional_prior:
+                out["conditional_prior"] = True
             return out
         gan = self.model == "gan"
         out = {"latent_dim": self.latent_dim,
@@ -319,8 +328,12 @@ class GenerationConfig:
         _check(self.model == "warp" or self.integration_steps == -1,
                "--integration_steps needs --model=warp")
         _check(self.temperature > 0, "--temperature must be > 0")
+        _check(self.model == "warp" or not self.conditional_prior,
+               "--conditional_prior needs --model=warp")
         _check(self.model == "warp" or self.temperature == 1.0,
                "--temperature needs --model=warp")
+        _check(self.warp_sampling in ("prior", "pairs"),
+               f"--warp_sampling must be prior or pairs, got {self.warp_sampling!r}")
         _check(self.model != "warp" or not (self.depth or self.residual or self.norm),
                "--depth/--residual/--norm are not options of --model=warp")
         _check(self.activation in ("", "relu", "leaky_relu", "elu", "swish"),

@@ -151,26 +151,50 @@ class GenerativeModel:
             source = tf.gather(support, index)
             c = self._context(support, n)
             mean, logvar = self.warp.encode(source, x, c)
+            prior_mean, prior_logvar = self.warp.prior(source, c)
             eps = tf.random.stateless_normal(tf.shape(mean), fold_seed(seed, 1))
             z = mean + tf.exp(0.5 * logvar) * eps
             warped = self.warp(self._warp_inputs(source, z, c), training=True)
             loss, aux = losses.warp_elbo_loss(warped, x, mean, logvar,
-                                              beta=self.config.kl_weight)
+                                              beta=self.config.kl_weight,
+                                              prior_mean=prior_mean,
+                                              prior_logvar=prior_logvar)
         return loss, aux
 
     def _warp_inputs(self, source, z, c):
         return (source, z) if c is None else (source, z, c)
 
     def _warp_sample(self, num_samples, seed, support):
-        """Warps of support drawings chosen uniformly (seeded), z ~ N(0, temperature² I)."""
+        """Warps of support drawings (seeded); see `GenerationConfig.warp_sampling`.
+
+        "prior": source s_i uniform, z from the prior p(z | s_i) with its standard
+        deviation times `temperature`, the full warp.
+        "pairs" (K >= 2): source s_i and another support s_j uniform, z = the posterior
+        mean of q(z | s_i, s_j) + temperature * eps, the warp scaled by u ~ U(0, 1): a
+        point on the learned path from s_i towards s_j (deformations the supports
+        themselves show); with K = 1 it falls back to "prior".
+        """
         k = tf.shape(support)[0]
-        index = tf.random.stateless_uniform([num_samples], fold_seed(seed, 2), 0, k,
-                                            dtype=tf.int32)
+        n = num_samples
+        index = tf.random.stateless_uniform([n], fold_seed(seed, 2), 0, k, dtype=tf.int32)
         source = tf.gather(support, index)
-        z = self.config.temperature * tf.random.stateless_normal(
-            [num_samples, self.latent_dim], fold_seed(seed, 0))
-        return self.warp(self._warp_inputs(source, z, self._context(support, num_samples)),
-                         training=True)
+        c = self._context(support, n)
+        noise = self.config.temperature * tf.random.stateless_normal(
+            [n, self.latent_dim], fold_seed(seed, 0))
+        prior_mean, prior_logvar = self.warp.prior(source, c)
+        from_prior = prior_mean + tf.exp(0.5 * prior_logvar) * noise
+        if self.config.warp_sampling == "prior":
+            return self.warp(self._warp_inputs(source, from_prior, c), training=True)
+        # Another support than the source (the source itself when K = 1).
+        offset = tf.random.stateless_uniform([n], fold_seed(seed, 3), 1, tf.maximum(k, 2),
+                                             dtype=tf.int32)
+        target = tf.gather(support, (index + offset) % k)
+        mean, _ = self.warp.encode(source, target, c)
+        pairs = k >= 2
+        z = tf.where(pairs, mean + noise, from_prior)
+        scale = tf.where(pairs, tf.random.stateless_uniform([n], fold_seed(seed, 4)),
+                         tf.ones([n]))
+        return self.warp(self._warp_inputs(source, z, c), scale=scale, training=True)
 
     def _gan_terms(self, batch, seed):
         real = batch["images"]

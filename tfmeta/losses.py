@@ -143,9 +143,14 @@ def vae_elbo_loss(recon_logits, targets01, mean, logvar, beta=1.0):
     return reconstruction + beta * kl, {"reconstruction": reconstruction, "kl": kl}
 
 
-def gaussian_kl(mean, logvar):
-    """KL(N(mean, diag(exp(logvar))) || N(0, I)) per sample, [N] (nats)."""
-    return 0.5 * tf.reduce_sum(tf.exp(logvar) + tf.square(mean) - 1.0 - logvar, axis=-1)
+def gaussian_kl(mean, logvar, prior_mean=None, prior_logvar=None):
+    """KL(N(mean, diag(exp(logvar))) || N(prior_mean, diag(exp(prior_logvar)))) per
+    sample, [N] (nats); the prior defaults to N(0, I)."""
+    if prior_mean is None:
+        return 0.5 * tf.reduce_sum(tf.exp(logvar) + tf.square(mean) - 1.0 - logvar, axis=-1)
+    return 0.5 * tf.reduce_sum(
+        prior_logvar - logvar - 1.0
+        + (tf.exp(logvar) + tf.square(mean - prior_mean)) * tf.exp(-prior_logvar), axis=-1)
 
 
 # Scales of the warp reconstruction: raw pixels, then Gaussian blurs of 1 and 2 px. The
@@ -173,11 +178,11 @@ def gaussian_blur(images, sigma):
 
 
 def warp_elbo_loss(warped, targets, mean, logvar, beta=1.0, blur_sigmas=WARP_BLUR_SIGMAS,
-                   pixel_sigma=WARP_PIXEL_SIGMA):
+                   pixel_sigma=WARP_PIXEL_SIGMA, prior_mean=None, prior_logvar=None):
     """Negative ELBO of a warp VAE (tfmeta.models.warp) on pairs (source -> target).
 
     loss = E_batch[ sum_{sigma in blur_sigmas} sum_pixels (G_sigma * (w - t))^2
-                    / (2 pixel_sigma^2) + beta * KL(q(z|s,t) || N(0, I)) ]
+                    / (2 pixel_sigma^2) + beta * KL(q(z|s,t) || p(z|s)) ]
     with w, t the warped source and the target as ink in [0, 1] and G_sigma a Gaussian
     blur (identity for sigma = 0): a Gaussian likelihood of the image and of its blurred
     copies, up to constants.
@@ -185,6 +190,7 @@ def warp_elbo_loss(warped, targets, mean, logvar, beta=1.0, blur_sigmas=WARP_BLU
     Args:
       warped, targets: float [N, H, W, C] in [-1, 1].
       mean, logvar: float [N, latent_dim] of the posterior.
+      prior_mean, prior_logvar: of a learned conditional prior (default N(0, I)).
 
     Returns:
       (loss scalar, {"reconstruction", "kl"}), batch means (nats).
@@ -196,7 +202,7 @@ def warp_elbo_loss(warped, targets, mean, logvar, beta=1.0, blur_sigmas=WARP_BLU
         blurred = gaussian_blur(diff, sigma)
         reconstruction += tf.reduce_mean(tf.reduce_sum(tf.square(blurred), axis=[1, 2, 3]))
     reconstruction = reconstruction / (2.0 * pixel_sigma ** 2)
-    kl = tf.reduce_mean(gaussian_kl(mean, logvar))
+    kl = tf.reduce_mean(gaussian_kl(mean, logvar, prior_mean, prior_logvar))
     return reconstruction + beta * kl, {"reconstruction": reconstruction, "kl": kl}
 
 

@@ -169,13 +169,15 @@ def nearest_support_distance(images, support):
 
 
 def _copy_thresholds(episodes):
-    """Per character: the smallest nearest-support distance among the *reference* half
-    of its held-out real drawings (even positions), and the *probe* half (odd positions)."""
+    """Per character: the copy threshold (the smallest nearest-support distance among the
+    *reference* half of its held-out real drawings, even positions) and, for the *probe*
+    half (odd positions), whether each drawing is closer than it (real drawings' own
+    copies)."""
     thresholds, probes = [], []
     for _, support, held in episodes:
         distances = nearest_support_distance(held, support)
         thresholds.append(distances[0::2].min())
-        probes.append(distances[1::2])
+        probes.append(distances[1::2] < thresholds[-1])
     return np.asarray(thresholds), probes
 
 

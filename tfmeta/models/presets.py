@@ -84,12 +84,12 @@ PRESETS = {
     "warp28": {
         "family": "warp", "image_shape": (28, 28, 1), "latent_dim": 16, "context_dim": 0,
         "base_filters": 32, "max_displacement": 4.0, "integration_steps": 0,
-        "encoder_filters": 32, "encoder_pooling": "flatten", "activation": "relu",
+        "conditional_prior": False, "encoder_filters": 32, "encoder_pooling": "flatten", "activation": "relu",
     },
     "tiny_warp": {
         "family": "warp", "image_shape": (28, 28, 1), "latent_dim": 4, "context_dim": 0,
         "base_filters": 4, "max_displacement": 4.0, "integration_steps": 2,
-        "encoder_filters": 4, "activation": "relu",
+        "conditional_prior": True, "encoder_filters": 4, "activation": "relu",
     },
 }
 
@@ -168,6 +168,7 @@ def build_warp(preset_name, image_shape=None, context_dim=None, **overrides):
     return WarpGenerator(cfg["image_shape"], cfg["latent_dim"], cfg["context_dim"],
                          cfg["base_filters"], max_displacement=cfg["max_displacement"],
                          integration_steps=cfg["integration_steps"],
+                         conditional_prior=cfg.get("conditional_prior", False),
                          activation=cfg["activation"], name="warp")
 
 

@@ -23,7 +23,10 @@ flow and blurred image loss this follows):
              as in VoxelMorph-diff, Dalca et al. 2018, arXiv:1805.04605); T = 0 uses v
              itself as the displacement
   sample     x' = s ∘ (id + phi): bilinear resampling, zero (background) outside
-  prior      p(z) = N(0, I)
+  prior      p(z) = N(0, I), or with conditional_prior a learned
+             p(z | s, c) = N(mean_p, diag(exp(logvar_p))) from the source features
+             (a conditional VAE's prior network, Sohn et al. 2015): which deformations
+             are plausible depends on the drawing being deformed
 
 Trained on pairs (s, x) of two drawings of one character by
 `tfmeta.losses.warp_elbo_loss` (blurred multi-scale squared error + beta * KL).
@@ -85,7 +88,8 @@ class WarpGenerator(keras.Model):
 
     `call((source, z) or (source, z, context))` -> images [N, H, W, C] in [-1, 1];
     `flow(...)` -> displacement [N, H, W, 2] in pixels (rows, cols);
-    `encode(source, target, context=None)` -> (mean, logvar) [N, latent_dim].
+    `encode(source, target, context=None)` -> (mean, logvar) [N, latent_dim];
+    `prior(source, context=None)` -> (mean, logvar) of p(z | source, context).
     Works with `stateless_call` and `keras.StatelessScope` (no state besides weights).
 
     Args:
@@ -95,12 +99,13 @@ class WarpGenerator(keras.Model):
       base_filters: f; source features f, 2f at H/2, H/4; decoder 2f.
       max_displacement: bound of the velocity (displacement for T = 0) in pixels.
       integration_steps: T, scaling-and-squaring steps (0: plain displacement field).
+      conditional_prior: learn p(z | source, context) instead of N(0, I).
       activation: hidden activation.
     """
 
     def __init__(self, image_shape=(28, 28, 1), latent_dim=16, context_dim=0,
                  base_filters=32, max_displacement=4.0, integration_steps=0,
-                 activation="relu", **kwargs):
+                 conditional_prior=False, activation="relu", **kwargs):
         super().__init__(**kwargs)
         self._image_shape = validate_image_shape(image_shape)
         if int(latent_dim) < 1 or int(base_filters) < 1 or int(context_dim) < 0 \
@@ -113,6 +118,7 @@ class WarpGenerator(keras.Model):
         self._latent_dim, self._context_dim = int(latent_dim), int(context_dim)
         self.base_filters, self.max_displacement = int(base_filters), float(max_displacement)
         self.integration_steps = int(integration_steps)
+        self.conditional_prior = bool(conditional_prior)
         self.activation = activation
         f, dt = self.base_filters, self.dtype_policy
         self._coarse = self._image_shape[0] // 4
@@ -124,6 +130,10 @@ class WarpGenerator(keras.Model):
         self.post_convs = [conv(f, "post_conv_0", 2), conv(2 * f, "post_conv_1", 2),
                            conv(2 * f, "post_conv_2", 2)]
         self.post_out = keras.layers.Dense(2 * self._latent_dim, dtype=dt, name="post_out")
+        # Zero-initialised: the learned prior starts as N(0, I).
+        self.prior_out = (keras.layers.Dense(2 * self._latent_dim, dtype=dt, name="prior_out",
+                                             kernel_initializer="zeros")
+                          if self.conditional_prior else None)
         self.code_proj = keras.layers.Dense(self._coarse * self._coarse * f, dtype=dt,
                                             name="code_proj")
         self.dec_convs = [conv(2 * f, "dec_conv_0"), conv(2 * f, "dec_conv_1")]
@@ -157,6 +167,8 @@ class WarpGenerator(keras.Model):
             layer.build((None, None, None, c))
             c, s = width, (s + 1) // 2
         self.post_out.build((None, s * s * c + self._context_dim))
+        if self.prior_out is not None:
+            self.prior_out.build((None, r * r * 2 * f + self._context_dim))
         self.code_proj.build((None, self._latent_dim + self._context_dim))
         c = 2 * f + f
         for layer in self.dec_convs:
@@ -185,11 +197,31 @@ class WarpGenerator(keras.Model):
         mean, logvar = ops.split(self.post_out(h), 2, axis=-1)
         return mean, logvar
 
-    def flow(self, source, z, context=None):
-        """Displacement field [N, H, W, 2] (pixels; rows, cols) for warping `source`."""
+    def _source_features(self, source):
         h = source
         for layer in self.src_convs:
             h = activate(layer(h), self.activation)
+        return h
+
+    def prior(self, source, context=None):
+        """Prior over z for warping `source`: (mean, logvar) [N, latent_dim]
+        (zeros = N(0, I) without conditional_prior)."""
+        if self.prior_out is None:
+            zeros = ops.zeros((ops.shape(source)[0], self._latent_dim), source.dtype)
+            return zeros, zeros
+        h = self._source_features(source)
+        h = self._code(ops.reshape(h, (ops.shape(h)[0], -1)), context)
+        mean, logvar = ops.split(self.prior_out(h), 2, axis=-1)
+        return mean, logvar
+
+    def flow(self, source, z, context=None, scale=None):
+        """Displacement field [N, H, W, 2] (pixels; rows, cols) for warping `source`.
+
+        scale: optional [N] factor on the velocity (on the displacement for T = 0):
+        0 = identity, 1 = the full warp, in between a point on the path (for a
+        diffeomorphic warp exp(scale * v), the one-parameter subgroup through exp(v)).
+        """
+        h = self._source_features(source)
         r, f = self._coarse, self.base_filters
         code = self.code_proj(self._code(z, context))
         code = ops.reshape(activate(code, self.activation), (-1, r, r, f))
@@ -199,6 +231,8 @@ class WarpGenerator(keras.Model):
         coarse = self.max_displacement * ops.tanh(self.flow_out(h))
         height, width = self._image_shape[:2]
         flow = tf.image.resize(coarse, (height, width), method="bilinear")
+        if scale is not None:
+            flow = flow * ops.cast(scale, flow.dtype)[:, None, None, None]
         if not self.integration_steps:
             return flow
         # Scaling and squaring: phi_{2t} = phi_t + phi_t o (id + phi_t), phi_0 = v / 2^T.
@@ -217,19 +251,20 @@ class WarpGenerator(keras.Model):
         out = bilinear_resample(ink, rows[None] + flow[..., 0], cols[None] + flow[..., 1])
         return out * 2.0 - 1.0
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, scale=None, training=None):
         if not isinstance(inputs, (tuple, list)) or len(inputs) not in (2, 3):
             raise ConfigError("WarpGenerator takes (source, z) or (source, z, context).")
         source, z = inputs[0], inputs[1]
         context = inputs[2] if len(inputs) == 3 else None
-        return self.warp(source, self.flow(source, z, context))
+        return self.warp(source, self.flow(source, z, context, scale))
 
     def get_config(self):
         return {**super().get_config(), "image_shape": list(self._image_shape),
                 "latent_dim": self._latent_dim, "context_dim": self._context_dim,
                 "base_filters": self.base_filters,
                 "max_displacement": self.max_displacement,
-                "integration_steps": self.integration_steps, "activation": self.activation}
+                "integration_steps": self.integration_steps,
+                "conditional_prior": self.conditional_prior, "activation": self.activation}
 
     @classmethod
     def from_config(cls, config):
