@@ -89,6 +89,26 @@ def task_flops(learner, support, query):
     return graph_flops(tf.function(fn).get_concrete_function())
 
 
+def time_steps(step_fn, repeats, warmup=0):
+    """(seconds of the first call, [seconds of each of `repeats` timed calls]).
+
+    step_fn(step) runs step `step` and must block until its result is ready (e.g. read a
+    metric with float()). The first call (step 0) includes tracing; `warmup` untimed
+    calls follow it before the timed ones.
+    """
+    start = time.perf_counter()
+    step_fn(0)
+    first = time.perf_counter() - start
+    for step in range(1, warmup + 1):
+        step_fn(step)
+    times = []
+    for step in range(warmup + 1, warmup + 1 + repeats):
+        start = time.perf_counter()
+        step_fn(step)
+        times.append(time.perf_counter() - start)
+    return first, times
+
+
 def achieved(flops, seconds, peak_gflops):
     """`gflop_per_meta_iter=.. achieved_gflops_per_s=.. fraction_of_conv_peak=..`."""
     rate = flops / seconds / 1e9

@@ -16,7 +16,6 @@ critic (431,553), Reptile interpolation 0.1. Synthetic data of Omniglot's shape.
 
 import argparse
 import resource
-import time
 
 
 def main(argv=None):
@@ -64,15 +63,9 @@ def main(argv=None):
     if args.jit_compile:
         learner.compiled_meta_step = tf.function(learner._meta_step_graph, jit_compile=True)
     flops = flops_lib.task_flops(learner, support, None) * args.meta_batch_size
-    t0 = time.perf_counter()
-    learner.meta_step(support, None, 0)
-    compile_s = time.perf_counter() - t0
-    times = []
-    for step in range(1, args.repeats + 1):
-        t0 = time.perf_counter()
-        metrics = learner.meta_step(support, None, step)
-        float(metrics["meta_update_norm"])   # wait for the result
-        times.append(time.perf_counter() - t0)
+    compile_s, times = flops_lib.time_steps(   # float() waits for the result
+        lambda step: float(learner.meta_step(support, None, step)["meta_update_norm"]),
+        args.repeats)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(f"config=reptile_wgan_gp_k{args.inner_steps} preset={args.preset} "
           f"meta_batch_size={args.meta_batch_size} images={args.images} "

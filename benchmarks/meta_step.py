@@ -24,7 +24,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 CONFIGS = {
     # name: (learner, inner steps, first order)
@@ -85,18 +84,11 @@ def synthetic_batches(args, count=2):
 
 def time_meta_steps(learner, batches, args):
     """(compile seconds of the first step, [seconds of each timed step]) after warm-up."""
-    start = time.perf_counter()
-    float(learner.meta_step(*batches[0], 0)["query_loss"])
-    compile_seconds = time.perf_counter() - start
-    for step in range(args.warmup):
-        float(learner.meta_step(*batches[step % 2], step + 1)["query_loss"])
-    times = []
-    for step in range(args.repeats):
-        start = time.perf_counter()
-        metrics = learner.meta_step(*batches[step % 2], step + 1 + args.warmup)
-        float(metrics["query_loss"])  # wait for the step to finish
-        times.append(time.perf_counter() - start)
-    return compile_seconds, times
+    from benchmarks import flops as flops_lib
+
+    def step_fn(step):   # float() waits for the step to finish
+        float(learner.meta_step(*batches[step % 2], step)["query_loss"])
+    return flops_lib.time_steps(step_fn, args.repeats, args.warmup)
 
 
 def run_one(args):

@@ -13,7 +13,6 @@ cores, fresh process) and
 
 import argparse
 import resource
-import time
 
 
 def main(argv=None):
@@ -58,15 +57,9 @@ def main(argv=None):
     support = generation.to_batch(images[:, :k_shot], images[:, :k_shot])
     query = generation.to_batch(images[:, k_shot:], images[:, :k_shot])
     flops = flops_lib.task_flops(learner, support, query) * args.meta_batch_size
-    t0 = time.perf_counter()
-    learner.meta_step(support, query, 0)
-    compile_s = time.perf_counter() - t0
-    times = []
-    for step in range(1, args.repeats + 1):
-        t0 = time.perf_counter()
-        metrics = learner.meta_step(support, query, step)
-        float(metrics["meta_grad_norm"])   # wait for the result
-        times.append(time.perf_counter() - t0)
+    compile_s, times = flops_lib.time_steps(   # float() waits for the result
+        lambda step: float(learner.meta_step(support, query, step)["meta_grad_norm"]),
+        args.repeats)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(f"config=warp_fomaml_context preset={args.preset} "
           f"meta_batch_size={args.meta_batch_size} inner_steps={args.inner_steps} "

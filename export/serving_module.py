@@ -26,8 +26,8 @@ Conventions:
 * Same `seed` and inputs -> same images (stateless RNG inside the module).
 * In-graph guards (so the stock `tensorflow_model_server`, which has no request limits of
   its own, cannot be asked for unbounded work): `1 <= num_samples <= max_num_samples`,
-  `0 <= steps <= max_steps`, `1 <= K <= max_support`; a violation fails the call with
-  INVALID_ARGUMENT.
+  `0 <= steps <= max_steps`, `1 <= K <= max_support`, no blank support image (one grey
+  level, e.g. all black or all white); a violation fails the call with INVALID_ARGUMENT.
 """
 
 import tensorflow as tf
@@ -121,6 +121,13 @@ class ServingArchive(tf.__internal__.tracking.AutoTrackable):
                 tf.debugging.assert_less_equal(
                     num_support, max_support,
                     message=f"support_images must hold <= {max_support} images"),
+                # A blank image (one grey level: all black, all white) holds no drawing.
+                tf.debugging.assert_greater(
+                    tf.reduce_min(tf.reduce_max(support_images, axis=[1, 2, 3])
+                                  - tf.reduce_min(support_images, axis=[1, 2, 3])),
+                    tf.constant(0, tf.uint8),
+                    message="every support image must hold a drawing: one is blank "
+                            "(a single grey level, e.g. all black or all white)"),
             ]
             with tf.control_dependencies(checks):
                 support = from_uint8(support_images)

@@ -98,6 +98,11 @@ def test_in_graph_limits_reject_bad_values(toy, support):
     with pytest.raises(tf.errors.InvalidArgumentError, match="support_images"):
         _call(archive, "adapt_and_sample", support_images=support[:0], num_samples=1,
               seed=1, steps=1)
+    blank = support.copy()
+    blank[1] = 255   # one all-white image among drawings
+    with pytest.raises(tf.errors.InvalidArgumentError, match="blank"):
+        _call(archive, "adapt_and_sample", support_images=blank, num_samples=1, seed=1,
+              steps=1)
 
 
 def test_build_rejects_non_module():

@@ -123,8 +123,10 @@ def test_model_metadata_and_status(served):
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def _support(k=2):
-    return np.zeros((k, 28, 28, 1), np.uint8)
+def _support(k=2, ink=True):
+    images = np.zeros((k, 28, 28, 1), np.uint8)
+    images[:, 10:18, 13:15] = 255 if ink else 0   # a bright stroke on dark
+    return images
 
 
 @pytest.mark.parametrize("request_kwargs, code", [
@@ -146,6 +148,11 @@ def _support(k=2):
           **_sample_inputs()), grpc.StatusCode.INVALID_ARGUMENT),
     (dict(signature="adapt_and_sample", support_images=_support(), steps=np.int32(-1),
           **_sample_inputs()), grpc.StatusCode.INVALID_ARGUMENT),
+    # Blank drawings: all black, all white (one grey level holds no drawing).
+    (dict(signature="adapt_and_sample", support_images=_support(ink=False),
+          steps=np.int32(1), **_sample_inputs()), grpc.StatusCode.INVALID_ARGUMENT),
+    (dict(signature="adapt_and_sample", support_images=_support(ink=False) + 255,
+          steps=np.int32(1), **_sample_inputs()), grpc.StatusCode.INVALID_ARGUMENT),
 ])
 def test_bad_requests_get_status_codes_and_server_keeps_serving(served, request_kwargs, code):
     _, _, channel, _ = served

@@ -15,7 +15,8 @@ from trainers import common
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GEN_CONFIGS = ["configs/tiny_gan.cfg", "configs/omniglot_vae_cavia.cfg", "configs/demo.cfg",
                "configs/omniglot_cgan.cfg", "configs/omniglot_figr.cfg",
-               "configs/omniglot_maml_gan.cfg", "configs/omniglot_vae_searched.cfg"]
+               "configs/omniglot_maml_gan.cfg", "configs/omniglot_vae_searched.cfg",
+               "configs/omniglot_warp.cfg"]
 FEWSHOT_CONFIGS = ["configs/tiny_fewshot.cfg", "configs/omniglot_protonet_5w1s.cfg",
                    "configs/omniglot_maml_5w1s.cfg", "configs/omniglot_protonet_20w1s.cfg",
                    "configs/omniglot_maml_20w1s.cfg"]
@@ -40,7 +41,7 @@ def _argv(path, tmp_path, extra):
 def test_generation_config_one_step(path, tmp_path, data_dir):
     from tfmeta import meta_gan
     full = common.parse_config(cfg.GenerationConfig(), _argv(path, tmp_path, []))
-    tiny = "tiny" if full.model == "gan" else "tiny_vae"
+    tiny = {"gan": "tiny", "vae": "tiny_vae", "warp": "tiny_warp"}[full.model]
     config = common.parse_config(cfg.GenerationConfig(), _argv(path, tmp_path, [
         f"--preset={tiny}", "--meta_batch_size=2", "--num_eval_classes=2",
         "--num_samples=2", "--inner_steps=1", "--eval_inner_steps=1"]))

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfmeta import config as cfg
 from tfmeta import generation, losses
-from tfmeta.errors import ConfigError
+from tfmeta.errors import ConfigError, DataError
 from tfmeta.models.warp import WarpGenerator, bilinear_resample, identity_grid
 
 
@@ -133,3 +133,52 @@ def test_warp_samples_are_seeded_warps_of_the_support():
     assert len(set(distances.argmin(1))) > 1   # sources are drawn from several supports
     with pytest.raises(ConfigError, match="support images"):
         model.sample(params, 2, seed)
+
+
+def test_gaussian_kl_against_a_learned_prior_matches_numpy():
+    rng = np.random.default_rng(1)
+    mean, logvar, prior_mean, prior_logvar = (rng.normal(size=(3, 5)) for _ in range(4))
+    kl = losses.gaussian_kl(tf.constant(mean), tf.constant(logvar), tf.constant(prior_mean),
+                            tf.constant(prior_logvar)).numpy()
+    var, prior_var = np.exp(logvar), np.exp(prior_logvar)
+    reference = 0.5 * np.sum(np.log(prior_var / var) + (var + (mean - prior_mean) ** 2)
+                             / prior_var - 1.0, axis=1)
+    np.testing.assert_allclose(kl, reference, rtol=1e-10)
+    standard = losses.gaussian_kl(tf.constant(mean), tf.constant(logvar)).numpy()
+    zeros = tf.zeros_like(tf.constant(mean))
+    np.testing.assert_allclose(
+        standard, losses.gaussian_kl(tf.constant(mean), tf.constant(logvar), zeros,
+                                     zeros).numpy(), rtol=1e-10)
+
+
+def _min_jacobian_determinant(flow):
+    """Smallest det of d(id + flow)/dx over the interior (central differences)."""
+    d_rows = (flow[:, 2:, 1:-1] - flow[:, :-2, 1:-1]) / 2.0
+    d_cols = (flow[:, 1:-1, 2:] - flow[:, 1:-1, :-2]) / 2.0
+    return np.min((1.0 + d_rows[..., 0]) * (1.0 + d_cols[..., 1])
+                  - d_cols[..., 0] * d_rows[..., 1])
+
+
+def test_scaling_and_squaring_warp_does_not_fold():
+    source = tf.constant(_images(4, seed=2))
+    z = tf.random.stateless_normal([4, 4], [0, 1])
+    folded = {}
+    for steps in (0, 4):
+        model = WarpGenerator(latent_dim=4, base_filters=4, max_displacement=6.0,
+                              integration_steps=steps)
+        for i, variable in enumerate(model.trainable_variables):   # the same rough field
+            variable.assign(tf.random.stateless_normal(variable.shape, [i, 7], stddev=2.0))
+        folded[steps] = _min_jacobian_determinant(model.flow(source, z).numpy())
+    assert folded[0] < 0    # a plain 6-px displacement field folds here ...
+    assert folded[4] > 0    # ... its exponential (same velocity) never does
+
+
+def test_check_support_images_rejects_bad_sets():
+    good = (np.arange(2 * 28 * 28) % 255).reshape(2, 28, 28, 1).astype(np.uint8)
+    assert generation.check_support_images(good, (28, 28, 1)) is not None
+    for bad, match in [(good[:0], "K >= 1"), (good[0], "K >= 1"),
+                       (good[:, :27], "28, 28, 1"), (good.astype(np.int32), "uint8"),
+                       (np.full_like(good, 255), "blank"), (np.zeros_like(good), "blank"),
+                       (np.where(good > 0, np.nan, 0.0), "NaN")]:
+        with pytest.raises(DataError, match=match):
+            generation.check_support_images(bad, (28, 28, 1))

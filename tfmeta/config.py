@@ -242,6 +242,8 @@ class GenerationConfig:
       warp_sampling: warp generators: "prior" (z from the prior) or "pairs" (partial
         warps of one support towards another, plus temperature noise; K = 1 falls back
         to the prior); see GenerativeModel._warp_sample.
+      warp_smoothness, ink_weight: warp generators: weights of the bending-energy and
+        ink-conservation penalties (tfmeta.losses.warp_regularizer).
     """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig(n_way=1, k_shot=5, k_query=10, meta_batch_size=4)
@@ -273,6 +275,8 @@ class GenerationConfig:
     conditional_prior: bool = False
     temperature: float = 1.0
     warp_sampling: str = "prior"
+    warp_smoothness: float = 0.0
+    ink_weight: float = 0.0
 
     def model_overrides(self):
         """Preset overrides (tfmeta.models.presets keys) of the structure fields."""
@@ -332,6 +336,10 @@ class GenerationConfig:
                "--conditional_prior needs --model=warp")
         _check(self.model == "warp" or self.temperature == 1.0,
                "--temperature needs --model=warp")
+        _check(self.warp_smoothness >= 0 and self.ink_weight >= 0,
+               "--warp_smoothness and --ink_weight must be >= 0")
+        _check(self.model == "warp" or not (self.warp_smoothness or self.ink_weight),
+               "--warp_smoothness/--ink_weight need --model=warp")
         _check(self.warp_sampling in ("prior", "pairs"),
                f"--warp_sampling must be prior or pairs, got {self.warp_sampling!r}")
         _check(self.model != "warp" or not (self.depth or self.residual or self.norm),

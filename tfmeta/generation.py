@@ -1,7 +1,9 @@
 """Few-shot image generation: generator families, their objectives, learners, adaptation.
 
 A `GenerativeModel` bundles the Keras models of one family — a GAN (generator +
-critic) or a VAE — plus, when `context_dim > 0`, a permutation-invariant support-set
+critic), a VAE, or a warp generator (`tfmeta.models.warp`: every sample is a learned,
+smooth deformation of one of the support drawings, so it needs support images to
+sample) — plus, when `context_dim > 0`, a permutation-invariant support-set
 encoder and a learned context offset. Its meta-parameters are one flat list of
 variables; every loss is a pure function of a list of tensors aligned with it, so the
 generic learners of `tfmeta.meta` (MAML, FOMAML, Meta-SGD, Reptile, aggregation) train
@@ -19,6 +21,8 @@ Inner objectives:
        (and the encoder's and context offset's) — FIGR (Clouâtre & Demers 2019,
        arXiv:1901.02199) when meta-trained with Reptile over WGAN-GP.
   VAE: the negative ELBO.
+  warp: the negative warp ELBO of drawing each image as a warp of *another* support
+       drawing (`warp_loss`; with K = 1 the inner loss is the trivial identity pair).
 `adapt_scope="context"` adapts only the context offset in the inner loop (CAVIA,
 Zintgraf et al. 2019, arXiv:1810.03642) while the weights are meta-learned.
 """
@@ -33,14 +37,15 @@ import tensorflow as tf
 from tfmeta import config as cfg
 from tfmeta import losses, runtime
 from tfmeta.data import scale_images
-from tfmeta.errors import ConfigError
+from tfmeta.errors import ConfigError, DataError
 from tfmeta.meta import (GRADIENT_ALGORITHMS, Objective, adapt as inner_adapt, fold_seed,
                          make_learner)
 from tfmeta.meta.common import tf_variable
 from tfmeta.models import presets
 
 __all__ = ["GenerativeModel", "build_learner", "split_generation_task", "to_batch",
-           "GenerativeModule", "load_generative_module", "adapt", "restore_model"]
+           "GenerativeModule", "load_generative_module", "adapt", "restore_model",
+           "check_support_images"]
 
 
 def to_batch(images, context_images):
@@ -154,11 +159,17 @@ class GenerativeModel:
             prior_mean, prior_logvar = self.warp.prior(source, c)
             eps = tf.random.stateless_normal(tf.shape(mean), fold_seed(seed, 1))
             z = mean + tf.exp(0.5 * logvar) * eps
-            warped = self.warp(self._warp_inputs(source, z, c), training=True)
+            flow = self.warp.flow(source, z, c)
+            warped = self.warp.warp(source, flow)
             loss, aux = losses.warp_elbo_loss(warped, x, mean, logvar,
                                               beta=self.config.kl_weight,
                                               prior_mean=prior_mean,
                                               prior_logvar=prior_logvar)
+            penalties, penalty = losses.warp_regularizer(
+                flow, source, warped, smoothness=self.config.warp_smoothness,
+                ink=self.config.ink_weight)
+            loss = loss + penalty
+            aux.update(penalties)
         return loss, aux
 
     def _warp_inputs(self, source, z, c):
@@ -356,6 +367,7 @@ class GenerativeModule(tf.Module):
         self.default_steps = int(steps if steps is not None else config.inner.eval_num_steps)
         self.support = None
         if support_images is not None:
+            check_support_images(support_images, model.image_shape)
             support = tf.constant(np.asarray(support_images, np.float32))
             params = adapted_params(learner, model, support, self.default_steps,
                                     tf.constant([seed, 0], tf.int64))
@@ -398,7 +410,29 @@ def adapt(checkpoint, support_images, steps=None, seed=0):
     support_images: uint8 [K,H,W,C] (0..255, bright strokes) or float in [-1, 1].
     Its `.sample(num_samples, seed)` draws new images of the support class in [-1, 1].
     """
-    images = np.asarray(support_images)
+    images = check_support_images(support_images)
     if images.dtype == np.uint8:
         images = scale_images(images, "gan")
     return load_generative_module(checkpoint, images, steps, seed)
+
+
+def check_support_images(support_images, image_shape=None):
+    """The support set as an array, or DataError: [K >= 1, H, W, C] (of `image_shape`
+    when given), finite, and no blank image (one grey level: all black or all white)."""
+    images = np.asarray(support_images)
+    if images.ndim != 4 or images.shape[0] < 1 or (
+            image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape)):
+        want = "H, W, C" if image_shape is None else ", ".join(map(str, image_shape))
+        raise DataError(f"support_images must be [K >= 1, {want}]; got shape {images.shape}")
+    if not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)):
+        raise DataError(f"support_images must be uint8 (0..255) or float in [-1, 1]; got "
+                        f"{images.dtype}")
+    if not np.all(np.isfinite(images)):
+        raise DataError("support_images contain NaN or infinite values")
+    flat = images.reshape(images.shape[0], -1)
+    blank = np.flatnonzero(flat.max(1) == flat.min(1))
+    if blank.size:
+        raise DataError(f"support image(s) {blank.tolist()} are blank (a single grey level, "
+                        "e.g. all black or all white): every support image must hold a "
+                        "drawing")
+    return images

@@ -19,7 +19,8 @@ __all__ = [
     "wasserstein_generator_loss", "wasserstein_discriminator_loss", "gradient_penalty",
     "hinge_generator_loss", "hinge_discriminator_loss",
     "nonsaturating_generator_loss", "nonsaturating_discriminator_loss",
-    "vae_elbo_loss", "gaussian_kl", "gaussian_blur", "warp_elbo_loss", "GAN_LOSSES",
+    "vae_elbo_loss", "gaussian_kl", "gaussian_blur", "warp_elbo_loss",
+    "warp_regularizer", "GAN_LOSSES",
     "WARP_BLUR_SIGMAS", "WARP_PIXEL_SIGMA",
 ]
 
@@ -204,6 +205,33 @@ def warp_elbo_loss(warped, targets, mean, logvar, beta=1.0, blur_sigmas=WARP_BLU
     reconstruction = reconstruction / (2.0 * pixel_sigma ** 2)
     kl = tf.reduce_mean(gaussian_kl(mean, logvar, prior_mean, prior_logvar))
     return reconstruction + beta * kl, {"reconstruction": reconstruction, "kl": kl}
+
+
+def warp_regularizer(flow, source, warped, smoothness=0.0, ink=0.0):
+    """Penalties that keep a warp a plausible re-drawing, per-sample means summed.
+
+    Intensity losses reward a warp that *erases* strokes the target lacks (compressing
+    them until bilinear sampling loses their ink) instead of moving them; these terms
+    price that:
+      smoothness * sum_pixels ||grad flow||^2   (bending energy of the displacement,
+        forward differences; translations are free, local squeezes are not);
+      ink * ((sum warped ink - sum source ink) / sum source ink)^2  (relative change of
+        the amount of ink; ink in [0, 1]).
+
+    Args:
+      flow: [N, H, W, 2] displacement in pixels; source, warped: [N, H, W, C] in [-1, 1].
+    Returns: ({"smoothness": scalar, "ink_change": scalar}, weighted sum scalar).
+    """
+    d_rows = flow[:, 1:] - flow[:, :-1]
+    d_cols = flow[:, :, 1:] - flow[:, :, :-1]
+    bending = tf.reduce_mean(tf.reduce_sum(tf.square(d_rows), axis=[1, 2, 3])
+                             + tf.reduce_sum(tf.square(d_cols), axis=[1, 2, 3]))
+    source_ink = tf.reduce_sum((source + 1.0) / 2.0, axis=[1, 2, 3])
+    warped_ink = tf.reduce_sum((warped + 1.0) / 2.0, axis=[1, 2, 3])
+    change = tf.reduce_mean(tf.square((warped_ink - source_ink)
+                                      / tf.maximum(source_ink, 1.0)))
+    return ({"smoothness": bending, "ink_change": change},
+            smoothness * bending + ink * change)
 
 
 # Family -> (generator_loss(fake_logits), discriminator_loss(real_logits, fake_logits)).

@@ -105,11 +105,9 @@ class GeneratorSampler:
     def __call__(self, support_images, num, seed, steps=None):
         """uint8 [K, H, W, C] support → uint8 [num, H, W, C] samples (seeded)."""
         support = np.asarray(support_images)
-        if support.dtype != np.uint8 or support.ndim != 4 or support.shape[0] < 1 or \
-                tuple(support.shape[1:]) != self.image_shape:
-            raise DataError(f"{self.name}: support_images must be uint8 [K >= 1, "
-                            f"{', '.join(map(str, self.image_shape))}]; got "
-                            f"{support.dtype} {support.shape}")
+        if support.dtype != np.uint8:
+            raise DataError(f"{self.name}: support_images must be uint8; got {support.dtype}")
+        generation.check_support_images(support, self.image_shape)
         num = int(num)
         if num <= 0:
             return np.zeros((0,) + self.image_shape, np.uint8)

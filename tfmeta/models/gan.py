@@ -183,7 +183,8 @@ class SpectralDense(_SpectralBase):
 # ---------------------------------------------------------------------------- generator
 
 class GenerativeShapes:
-    """Read-only `image_shape`, `latent_dim`, `context_dim` of Generator and VAE."""
+    """Read-only `image_shape`, `latent_dim`, `context_dim` of Generator, VAE and
+    WarpGenerator."""
 
     @property
     def image_shape(self):

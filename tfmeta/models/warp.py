@@ -40,7 +40,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfmeta.errors import ConfigError
-from tfmeta.models.gan import activate, validate_image_shape
+from tfmeta.models.gan import GenerativeShapes, activate, validate_image_shape
 
 __all__ = ["WarpGenerator", "bilinear_resample", "identity_grid"]
 
@@ -52,22 +52,28 @@ def identity_grid(height, width, dtype=tf.float32):
     return rows, cols
 
 
-def bilinear_resample(images, rows, cols):
+def bilinear_resample(images, rows, cols, fill="zeros"):
     """Bilinear sampling of images [N, H, W, C] at float pixel coords rows/cols [N, H', W'].
 
-    Points outside the image read 0 (each of the four neighbours is masked separately,
-    so ink fades out at the border instead of being clamped). Differentiable in the
-    images and in the coordinates (piecewise linear). Returns [N, H', W', C].
+    fill="zeros": points outside the image read 0 (each of the four neighbours is masked
+    separately, so ink fades out at the border instead of being clamped); "border":
+    coordinates are clamped to the image (the edge values continue outwards, as for
+    displacement fields). Differentiable in the images and in the coordinates
+    (piecewise linear). Returns [N, H', W', C].
     """
     images = tf.convert_to_tensor(images)
     shape = tf.shape(images)
     n, height, width, channels = shape[0], shape[1], shape[2], shape[3]
     out_shape = tf.shape(rows)
     flat = tf.reshape(images, [n, height * width, channels])
-    r0, c0 = tf.floor(rows), tf.floor(cols)
-    fr, fc = rows - r0, cols - c0
     h_max = tf.cast(height - 1, rows.dtype)
     w_max = tf.cast(width - 1, rows.dtype)
+    if fill == "border":
+        rows, cols = tf.clip_by_value(rows, 0.0, h_max), tf.clip_by_value(cols, 0.0, w_max)
+    elif fill != "zeros":
+        raise ConfigError(f"bilinear_resample fill must be 'zeros' or 'border', got {fill!r}")
+    r0, c0 = tf.floor(rows), tf.floor(cols)
+    fr, fc = rows - r0, cols - c0
 
     def gather(r, c):
         valid = tf.cast((r >= 0.0) & (r <= h_max) & (c >= 0.0) & (c <= w_max), images.dtype)
@@ -83,7 +89,7 @@ def bilinear_resample(images, rows, cols):
 
 
 @keras.saving.register_keras_serializable(package="tfmeta")
-class WarpGenerator(keras.Model):
+class WarpGenerator(GenerativeShapes, keras.Model):
     """Source drawing + latent (+ context) -> warped drawing; posterior over warps.
 
     `call((source, z) or (source, z, context))` -> images [N, H, W, C] in [-1, 1];
@@ -141,18 +147,6 @@ class WarpGenerator(keras.Model):
         self.flow_out = keras.layers.Conv2D(2, 3, padding="same", dtype=dt, name="flow_out",
                                             kernel_initializer="zeros")
         self.build()
-
-    @property
-    def image_shape(self):
-        return self._image_shape
-
-    @property
-    def latent_dim(self):
-        return self._latent_dim
-
-    @property
-    def context_dim(self):
-        return self._context_dim
 
     def build(self, input_shape=None):
         """Builds every sublayer from the config (input_shape is implied and ignored)."""
@@ -240,7 +234,7 @@ class WarpGenerator(keras.Model):
         flow = flow / 2.0 ** self.integration_steps
         for _ in range(self.integration_steps):
             flow = flow + bilinear_resample(flow, rows[None] + flow[..., 0],
-                                            cols[None] + flow[..., 1])
+                                            cols[None] + flow[..., 1], fill="border")
         return flow
 
     def warp(self, source, flow):
