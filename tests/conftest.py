@@ -3,6 +3,10 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The trainers' default (--onednn=true) in this test process too, whatever TF's own
+# default is on this CPU (on for Intel AVX-512 machines, off on some AMD EPYC ones):
+# in-process trainer calls (tests/test_evaluate.py) ask for it after TF has started.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import io  # noqa: E402
 import zipfile  # noqa: E402

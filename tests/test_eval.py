@@ -296,16 +296,38 @@ def test_get_feature_extractor_caches_by_config(monkeypatch, tmp_path):
     assert len(calls) == 2  # another config is another cache entry
 
 
+def test_nearest_support_distance_sees_through_small_moves():
+    rng = np.random.default_rng(3)
+    support = np.zeros((2, 20, 20, 1), np.uint8)
+    support[:, 5:15, 5:15] = (rng.random((2, 10, 10, 1)) < 0.4) * 255
+    moved = np.roll(support[1:], (2, -1), axis=(1, 2))      # ink stays inside the frame
+    assert baselines.nearest_support_distance(moved, support)[0] == pytest.approx(0.0, abs=1e-9)
+    assert baselines.nearest_support_distance(moved, support, max_shift=0)[0] > 1.0
+    far = np.roll(support[1:], (4, 0), axis=(1, 2))          # beyond COPY_MAX_SHIFT = 2
+    assert baselines.nearest_support_distance(far, support)[0] > 1.0
+
+
 def test_sample_metrics_and_figure(tiny_extractor, tmp_path):
     extractor, _ = tiny_extractor
     data = synthetic_class_images(num_classes=6, size=16, seed=8)
     copy_support = lambda support, num, seed: support[np.arange(num) % support.shape[0]]
-    generators = {"copy": copy_support, **baselines.BASELINES}
+    moved = lambda support, num, seed: np.pad(copy_support(support, num, seed),
+                                              [(0, 0), (0, 0), (2, 0), (0, 0)])[:, :, :-2]
+    generators = {"copy": copy_support, "moved_copy": moved, **baselines.BASELINES}
     metrics = baselines.sample_metrics(data, generators, extractor, split="evaluation",
                                        num_characters=5, k_shot=5, num_samples=6)
     assert metrics["methods"]["no_augmentation"] is None
     copy = metrics["methods"]["copy"]
     assert copy["fraction_copies"] == 1.0 and copy["nearest_support_psnr"] is None
+    # Copies are closer to a support than any real drawing; moved ones mostly too (these
+    # synthetic drawings are themselves 1-px moves of one pattern, so real ones are close).
+    assert copy["copy_rate"] == 1.0 and metrics["methods"]["moved_copy"]["copy_rate"] >= 0.5
+    assert metrics["methods"]["moved_copy"]["fraction_copies"] == 0.0
+    assert 0.0 <= metrics["real_heldout"]["copy_rate"] < 0.5
+    # Diversity at equal counts: the held-out reference is the real drawings themselves.
+    assert metrics["protocol"]["diversity_images_per_character"] == 6
+    assert copy["diversity_ratio"] == pytest.approx(
+        copy["diversity"] / metrics["real_heldout"]["diversity"], rel=0.5)
     jitter = metrics["methods"]["traditional_augmentation"]
     assert jitter["fraction_copies"] < 1.0 and np.isfinite(jitter["frechet"])
     assert 0.0 <= jitter["class_consistency"] <= 1.0 and jitter["diversity"] > 0

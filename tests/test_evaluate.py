@@ -164,18 +164,27 @@ def test_cli_end_to_end_on_tiny_data(tiny_omniglot_dir, checkpoint, tmp_path):
     with open(out / "results.json") as f:
         results = json.load(f)
     methods = ["no_augmentation", "traditional_augmentation", "reptile_gan_tiny",
-               "scratch_gan", "pretrained_finetune"]
+               "reptile_gan_tiny+jitter", "scratch_gan", "pretrained_finetune"]
     assert sorted(results["augmentation"]["methods"]) == sorted(methods)
     assert results["augmentation"]["protocol"]["n_real"] == [5, 10]
     assert set(results["gains"]) == set(methods[1:])
+    # Sample metrics for each --metrics_k_shot (3 and 1), with the real references.
+    by_k = results["samples_by_k_shot"]
+    assert sorted(by_k) == ["1", "3"] and by_k["3"] == results["samples"]
+    assert by_k["1"]["protocol"]["k_shot"] == 1 and by_k["1"]["real"]["diversity"] is None
+    for k in by_k:
+        row = by_k[k]["methods"]["reptile_gan_tiny"]
+        assert row["diversity_ratio"] > 0 and 0.0 <= row["copy_rate"] <= 1.0
+        assert 0.0 <= by_k[k]["real_heldout"]["copy_rate"] <= 1.0
     for name in methods[2:]:
-        assert results["adapt_steps"][name] == 2
+        assert results["adapt_steps"][name] == (None if name.endswith("+jitter") else 2)
         by_n = results["augmentation"]["methods"][name]
         assert by_n["5"]["generated_per_character"] == 2.0
         assert 0.0 <= by_n["10"]["mean"] <= 1.0
         assert np.isfinite(results["samples"]["methods"][name]["frechet"])
     table = (out / "results.md").read_text()
     assert "| reptile_gan_tiny |" in table and "gain n_real=5" in table
+    assert "| 1 | real (held-out) |" in table and "| 3 | reptile_gan_tiny+jitter |" in table
     from PIL import Image
     assert Image.open(out / "samples.png").size[1] > 0
     tags = set()

@@ -182,3 +182,22 @@ def test_check_support_images_rejects_bad_sets():
                        (np.where(good > 0, np.nan, 0.0), "NaN")]:
         with pytest.raises(DataError, match=match):
             generation.check_support_images(bad, (28, 28, 1))
+
+
+def test_warp_regularizer_prices_squeezes_not_translations():
+    source = tf.constant(_images(2, seed=9))
+    shift = tf.fill([2, 28, 28, 2], 3.0)          # a pure translation: no bending
+    penalties, total = losses.warp_regularizer(shift, source, source, smoothness=2.0,
+                                               ink=5.0)
+    assert float(penalties["smoothness"]) == 0.0 and float(total) == 0.0
+    # A linear stretch along the rows, flow_rows = 0.1 * row: every forward difference
+    # along the rows is 0.1 → 27 * 28 differences of 0.01 per sample.
+    rows = 0.1 * tf.range(28, dtype=tf.float32)[None, :, None, None]
+    stretch = tf.concat([tf.broadcast_to(rows, [2, 28, 28, 1]), tf.zeros([2, 28, 28, 1])],
+                        axis=-1)
+    penalties, _ = losses.warp_regularizer(stretch, source, source)
+    assert float(penalties["smoothness"]) == pytest.approx(27 * 28 * 0.01, rel=1e-5)
+    erased = -tf.ones_like(source)                 # every stroke erased: relative change 1
+    penalties, total = losses.warp_regularizer(shift, source, erased, ink=5.0)
+    assert float(penalties["ink_change"]) == pytest.approx(1.0)
+    assert float(total) == pytest.approx(5.0)

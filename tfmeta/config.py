@@ -242,8 +242,13 @@ class GenerationConfig:
       warp_sampling: warp generators: "prior" (z from the prior) or "pairs" (partial
         warps of one support towards another, plus temperature noise; K = 1 falls back
         to the prior); see GenerativeModel._warp_sample.
+      pair_scale_low, pair_scale_high: range of the uniform fraction of the pair warp
+        ("pairs" sampling).
       warp_smoothness, ink_weight: warp generators: weights of the bending-energy and
         ink-conservation penalties (tfmeta.losses.warp_regularizer).
+      match_ink: warp generators: samples carry their source drawing's ink values
+        (rank-matched, tfmeta.models.warp.match_intensities), undoing the softening of
+        bilinear resampling.
     """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig(n_way=1, k_shot=5, k_query=10, meta_batch_size=4)
@@ -277,6 +282,9 @@ class GenerationConfig:
     warp_sampling: str = "prior"
     warp_smoothness: float = 0.0
     ink_weight: float = 0.0
+    match_ink: bool = False
+    pair_scale_low: float = 0.0
+    pair_scale_high: float = 1.0
 
     def model_overrides(self):
         """Preset overrides (tfmeta.models.presets keys) of the structure fields."""
@@ -340,6 +348,9 @@ class GenerationConfig:
                "--warp_smoothness and --ink_weight must be >= 0")
         _check(self.model == "warp" or not (self.warp_smoothness or self.ink_weight),
                "--warp_smoothness/--ink_weight need --model=warp")
+        _check(self.model == "warp" or not self.match_ink, "--match_ink needs --model=warp")
+        _check(0 <= self.pair_scale_low <= self.pair_scale_high,
+               "--pair_scale_low/--pair_scale_high must satisfy 0 <= low <= high")
         _check(self.warp_sampling in ("prior", "pairs"),
                f"--warp_sampling must be prior or pairs, got {self.warp_sampling!r}")
         _check(self.model != "warp" or not (self.depth or self.residual or self.norm),

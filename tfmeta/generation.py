@@ -42,6 +42,7 @@ from tfmeta.meta import (GRADIENT_ALGORITHMS, Objective, adapt as inner_adapt, f
                          make_learner)
 from tfmeta.meta.common import tf_variable
 from tfmeta.models import presets
+from tfmeta.models import warp as warp_lib
 
 __all__ = ["GenerativeModel", "build_learner", "split_generation_task", "to_batch",
            "GenerativeModule", "load_generative_module", "adapt", "restore_model",
@@ -181,7 +182,7 @@ class GenerativeModel:
         "prior": source s_i uniform, z from the prior p(z | s_i) with its standard
         deviation times `temperature`, the full warp.
         "pairs" (K >= 2): source s_i and another support s_j uniform, z = the posterior
-        mean of q(z | s_i, s_j) + temperature * eps, the warp scaled by u ~ U(0, 1): a
+        mean of q(z | s_i, s_j) + temperature * eps, the warp scaled by u ~ U(pair_scale_low, pair_scale_high): a
         point on the learned path from s_i towards s_j (deformations the supports
         themselves show); with K = 1 it falls back to "prior".
         """
@@ -195,7 +196,8 @@ class GenerativeModel:
         prior_mean, prior_logvar = self.warp.prior(source, c)
         from_prior = prior_mean + tf.exp(0.5 * prior_logvar) * noise
         if self.config.warp_sampling == "prior":
-            return self.warp(self._warp_inputs(source, from_prior, c), training=True)
+            return self._rendered(self.warp(self._warp_inputs(source, from_prior, c),
+                                            training=True), source)
         # Another support than the source (the source itself when K = 1).
         offset = tf.random.stateless_uniform([n], fold_seed(seed, 3), 1, tf.maximum(k, 2),
                                              dtype=tf.int32)
@@ -203,9 +205,15 @@ class GenerativeModel:
         mean, _ = self.warp.encode(source, target, c)
         pairs = k >= 2
         z = tf.where(pairs, mean + noise, from_prior)
-        scale = tf.where(pairs, tf.random.stateless_uniform([n], fold_seed(seed, 4)),
+        low, high = self.config.pair_scale_low, self.config.pair_scale_high
+        scale = tf.where(pairs, tf.random.stateless_uniform([n], fold_seed(seed, 4), low, high),
                          tf.ones([n]))
-        return self.warp(self._warp_inputs(source, z, c), scale=scale, training=True)
+        return self._rendered(self.warp(self._warp_inputs(source, z, c), scale=scale,
+                                        training=True), source)
+
+    def _rendered(self, warped, source):
+        """With `match_ink`, the warped drawing carries its source's ink values."""
+        return warp_lib.match_intensities(warped, source) if self.config.match_ink else warped
 
     def _gan_terms(self, batch, seed):
         real = batch["images"]

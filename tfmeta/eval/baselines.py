@@ -160,12 +160,34 @@ def _episodes(class_images, num_characters, k_shot, selection_seed, seed):
     return episodes
 
 
-def nearest_support_distance(images, support):
-    """Pixel L2 distance (ink in [0, 1]) of each image to its nearest support, float64 [N]."""
+COPY_MAX_SHIFT = 2   # px: a drawing moved by up to this much still counts as a copy
+
+
+def _shifted(images, dy, dx):
+    """images [N, H, W] moved by (dy, dx) integer pixels, zero fill."""
+    out = np.zeros_like(images)
+    height, width = images.shape[1:]
+    out[:, max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+        images[:, max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
+    return out
+
+
+def nearest_support_distance(images, support, max_shift=COPY_MAX_SHIFT):
+    """Pixel L2 distance (ink in [0, 1]) of each image to its nearest support, float64 [N],
+    minimised over integer translations of the support by up to `max_shift` px (so a
+    moved copy is still a copy)."""
     x = np.asarray(images, np.float64).reshape(len(images), -1) / 255.0
-    s = np.asarray(support, np.float64).reshape(len(support), -1) / 255.0
-    squared = (x * x).sum(1)[:, None] + (s * s).sum(1)[None] - 2.0 * x @ s.T
-    return np.sqrt(np.maximum(squared, 0.0)).min(1)
+    channels = np.asarray(support).shape[-1]
+    s = np.asarray(support, np.float64) / 255.0
+    best = np.full(len(x), np.inf)
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            moved = np.stack([_shifted(s[..., c], dy, dx) for c in range(channels)], -1)
+            moved = moved.reshape(len(s), -1)
+            squared = ((x * x).sum(1)[:, None] + (moved * moved).sum(1)[None]
+                       - 2.0 * x @ moved.T)
+            best = np.minimum(best, np.sqrt(np.maximum(squared, 0.0)).min(1))
+    return best
 
 
 def _copy_thresholds(episodes):
@@ -177,7 +199,7 @@ def _copy_thresholds(episodes):
     for _, support, held in episodes:
         distances = nearest_support_distance(held, support)
         thresholds.append(distances[0::2].min())
-        probes.append(distances[1::2] < thresholds[-1])
+        probes.append(distances[1::2] <= thresholds[-1])
     return np.asarray(thresholds), probes
 
 
@@ -197,8 +219,9 @@ def sample_metrics(class_images, generators, extractor, *, split, num_characters
         held-out count): 1 = as varied as real drawings of the character;
       class_consistency: share of samples whose nearest held-out-real centroid (in
         feature space, among these characters) is their own character;
-      copy_rate: share of samples closer to a support (pixel L2) than every drawing of
-        a reference half of the character's held-out real drawings; the other half of
+      copy_rate: share of samples at least as close to a support (pixel L2, minimised
+        over translations of the support by up to COPY_MAX_SHIFT px) as every drawing
+        of a reference half of the character's held-out real drawings; the other half of
         the held-out drawings gives real drawings' own rate under the same rule
         (`real_heldout.copy_rate`, ~1/(reference size + 1)); read the two together;
       nearest_support_psnr / _ssim / fraction_copies: closeness to the support
@@ -251,7 +274,7 @@ def sample_metrics(class_images, generators, extractor, *, split, num_characters
                 samples.append(out)
                 labels.append(np.full(out.shape[0], i))
                 closeness.append(nearest_support_psnr_ssim(out, support_images))
-                copies.append(nearest_support_distance(out, support_images) < thresholds[i])
+                copies.append(nearest_support_distance(out, support_images) <= thresholds[i])
         if not samples:
             results[name] = None
             continue

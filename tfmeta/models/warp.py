@@ -42,7 +42,7 @@ from keras import ops
 from tfmeta.errors import ConfigError
 from tfmeta.models.gan import GenerativeShapes, activate, validate_image_shape
 
-__all__ = ["WarpGenerator", "bilinear_resample", "identity_grid"]
+__all__ = ["WarpGenerator", "bilinear_resample", "identity_grid", "match_intensities"]
 
 
 def identity_grid(height, width, dtype=tf.float32):
@@ -86,6 +86,24 @@ def bilinear_resample(images, rows, cols, fill="zeros"):
     fr, fc = fr[..., None], fc[..., None]
     return ((1.0 - fr) * (1.0 - fc) * gather(r0, c0) + (1.0 - fr) * fc * gather(r0, c0 + 1.0)
             + fr * (1.0 - fc) * gather(r0 + 1.0, c0) + fr * fc * gather(r0 + 1.0, c0 + 1.0))
+
+
+def match_intensities(images, reference):
+    """Each image's pixel values replaced, rank for rank, by its reference's values.
+
+    images, reference: [N, H, W, C]. The brightest pixel of image i gets the brightest
+    value of reference i, and so on (ties by position): the output has exactly the
+    reference's intensity histogram and the image's ordering of pixels. For a warp this
+    undoes the softening of bilinear resampling — the warp moves the source's ink, so
+    the output should carry the same ink values (histogram specification; Gonzalez &
+    Woods, "Digital Image Processing", sec. 3.3.2). Gradients reach `reference` only.
+    """
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+    flat = tf.reshape(images, [shape[0], -1])
+    ranks = tf.argsort(tf.argsort(flat, axis=1, stable=True), axis=1, stable=True)
+    values = tf.sort(tf.reshape(tf.cast(reference, images.dtype), [shape[0], -1]), axis=1)
+    return tf.reshape(tf.gather(values, ranks, batch_dims=1), shape)
 
 
 @keras.saving.register_keras_serializable(package="tfmeta")
