@@ -23,6 +23,7 @@ GENERATION_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature", "reptil
                          "aggregation")
 GENERATION_MODELS = ("gan", "vae", "warp")
 INNER_OPTIMIZERS = ("sgd", "adam")
+WARP_SAMPLING = ("prior", "pairs", "pairs+prior")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
@@ -237,11 +238,15 @@ class GenerationConfig:
         diffeomorphic warp (-1 = the preset's, 0 = plain displacement).
       conditional_prior: warp generators: learn p(z | source, context) (True) instead
         of the preset's prior.
-      temperature: warp generators: standard deviation of the prior draws of z when
-        sampling (1 = the model's prior; < 1 trades diversity for class consistency).
-      warp_sampling: warp generators: "prior" (z from the prior) or "pairs" (partial
-        warps of one support towards another, plus temperature noise; K = 1 falls back
-        to the prior); see GenerativeModel._warp_sample.
+      temperature: warp generators: standard deviation of the noise added to the pair
+        code in "pairs" sampling.
+      prior_temperature: warp generators: factor on the prior's standard deviation in
+        prior draws of z (1 = the model's prior; < 1 trades diversity for class
+        consistency).
+      warp_sampling: warp generators: "prior" (z from the prior), "pairs" (partial
+        warps of one support towards another, plus temperature noise) or "pairs+prior"
+        (a partial pair warp, then a prior warp); K = 1 samples as "prior"; see
+        GenerativeModel._warp_sample.
       pair_scale_low, pair_scale_high: range of the uniform fraction of the pair warp
         ("pairs" sampling).
       warp_smoothness, ink_weight: warp generators: weights of the bending-energy and
@@ -279,6 +284,7 @@ class GenerationConfig:
     integration_steps: int = -1
     conditional_prior: bool = False
     temperature: float = 1.0
+    prior_temperature: float = 1.0
     warp_sampling: str = "prior"
     warp_smoothness: float = 0.0
     ink_weight: float = 0.0
@@ -339,7 +345,10 @@ class GenerationConfig:
                "--integration_steps must be >= 0 (or -1: the preset's)")
         _check(self.model == "warp" or self.integration_steps == -1,
                "--integration_steps needs --model=warp")
-        _check(self.temperature > 0, "--temperature must be > 0")
+        _check(self.temperature >= 0 and self.prior_temperature >= 0,
+               "--temperature and --prior_temperature must be >= 0")
+        _check(self.model == "warp" or self.prior_temperature == 1.0,
+               "--prior_temperature needs --model=warp")
         _check(self.model == "warp" or not self.conditional_prior,
                "--conditional_prior needs --model=warp")
         _check(self.model == "warp" or self.temperature == 1.0,
@@ -351,8 +360,8 @@ class GenerationConfig:
         _check(self.model == "warp" or not self.match_ink, "--match_ink needs --model=warp")
         _check(0 <= self.pair_scale_low <= self.pair_scale_high,
                "--pair_scale_low/--pair_scale_high must satisfy 0 <= low <= high")
-        _check(self.warp_sampling in ("prior", "pairs"),
-               f"--warp_sampling must be prior or pairs, got {self.warp_sampling!r}")
+        _check(self.warp_sampling in WARP_SAMPLING,
+               f"--warp_sampling must be one of {WARP_SAMPLING}, got {self.warp_sampling!r}")
         _check(self.model != "warp" or not (self.depth or self.residual or self.norm),
                "--depth/--residual/--norm are not options of --model=warp")
         _check(self.activation in ("", "relu", "leaky_relu", "elu", "swish"),

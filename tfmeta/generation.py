@@ -179,13 +179,18 @@ class GenerativeModel:
     def _warp_sample(self, num_samples, seed, support):
         """Warps of support drawings (seeded); see `GenerationConfig.warp_sampling`.
 
-        "prior": source s_i uniform, z from the prior p(z | s_i) with its standard
-        deviation times `temperature`, the full warp.
-        "pairs" (K >= 2): source s_i and another support s_j uniform, z = the posterior
-        mean of q(z | s_i, s_j) + temperature * eps, the warp scaled by u ~ U(pair_scale_low, pair_scale_high): a
-        point on the learned path from s_i towards s_j (deformations the supports
-        themselves show); with K = 1 it falls back to "prior".
+        A source s_i is drawn uniformly from the supports, then
+        "pairs" (K >= 2): another support s_j is drawn, z = the posterior mean of
+          q(z | s_i, s_j) + temperature * eps, and the warp is scaled by
+          u ~ U(pair_scale_low, pair_scale_high): a point on the learned path from s_i
+          towards s_j (deformations the supports themselves show);
+        "prior": z from the prior p(z | s_i) with its standard deviation times
+          `prior_temperature`, the full warp;
+        "pairs+prior": the "pairs" warp (z = the posterior mean), then a "prior" warp
+          of its result: a new deformation on top of one the supports show.
+        With K = 1 there are no pairs and every mode samples as "prior".
         """
+        mode = self.config.warp_sampling
         k = tf.shape(support)[0]
         n = num_samples
         index = tf.random.stateless_uniform([n], fold_seed(seed, 2), 0, k, dtype=tf.int32)
@@ -193,23 +198,29 @@ class GenerativeModel:
         c = self._context(support, n)
         noise = self.config.temperature * tf.random.stateless_normal(
             [n, self.latent_dim], fold_seed(seed, 0))
-        prior_mean, prior_logvar = self.warp.prior(source, c)
-        from_prior = prior_mean + tf.exp(0.5 * prior_logvar) * noise
-        if self.config.warp_sampling == "prior":
-            return self._rendered(self.warp(self._warp_inputs(source, from_prior, c),
-                                            training=True), source)
-        # Another support than the source (the source itself when K = 1).
-        offset = tf.random.stateless_uniform([n], fold_seed(seed, 3), 1, tf.maximum(k, 2),
-                                             dtype=tf.int32)
-        target = tf.gather(support, (index + offset) % k)
-        mean, _ = self.warp.encode(source, target, c)
-        pairs = k >= 2
-        z = tf.where(pairs, mean + noise, from_prior)
-        low, high = self.config.pair_scale_low, self.config.pair_scale_high
-        scale = tf.where(pairs, tf.random.stateless_uniform([n], fold_seed(seed, 4), low, high),
-                         tf.ones([n]))
-        return self._rendered(self.warp(self._warp_inputs(source, z, c), scale=scale,
-                                        training=True), source)
+        has_pairs = k >= 2
+        current = source
+        if mode != "prior":
+            # Another support than the source (the source itself when K = 1, where the
+            # pair step is switched off by a zero scale: an exact identity).
+            offset = tf.random.stateless_uniform([n], fold_seed(seed, 3), 1,
+                                                 tf.maximum(k, 2), dtype=tf.int32)
+            target = tf.gather(support, (index + offset) % k)
+            mean, _ = self.warp.encode(source, target, c)
+            z = mean + noise if mode == "pairs" else mean
+            low, high = self.config.pair_scale_low, self.config.pair_scale_high
+            scale = tf.where(has_pairs, tf.random.stateless_uniform(
+                [n], fold_seed(seed, 4), low, high), tf.zeros([n]))
+            current = self.warp(self._warp_inputs(source, z, c), scale=scale, training=True)
+        # The prior step: always for "prior"/"pairs+prior", for "pairs" only when K = 1.
+        prior_scale = (tf.where(has_pairs, tf.zeros([n]), tf.ones([n]))
+                       if mode == "pairs" else tf.ones([n]))
+        prior_mean, prior_logvar = self.warp.prior(current, c)
+        eps = tf.random.stateless_normal([n, self.latent_dim], fold_seed(seed, 5))
+        z = prior_mean + tf.exp(0.5 * prior_logvar) * self.config.prior_temperature * eps
+        current = self.warp(self._warp_inputs(current, z, c), scale=prior_scale,
+                            training=True)
+        return self._rendered(current, source)
 
     def _rendered(self, warped, source):
         """With `match_ink`, the warped drawing carries its source's ink values."""
