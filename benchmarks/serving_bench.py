@@ -123,15 +123,16 @@ def main(argv):
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
                 sample_request = request("serving_default", sample_inputs)
-                image_shape = tf.make_ndarray(stub.Predict(sample_request, timeout=60)
-                                              .outputs["images"]).shape[1:]
+                drawn = tf.make_ndarray(stub.Predict(sample_request, timeout=60)
+                                        .outputs["images"])
                 for c in levels:
                     total = min(FLAGS.max_requests, c * FLAGS.requests_per_client)
                     latencies, wall = _run_level(
                         lambda i: stub.Predict(sample_request, timeout=60), c, total)
                     _report("grpc", "serving_default", c, latencies, wall)
                 if FLAGS.adapt_requests:
-                    support = np.zeros((5,) + tuple(image_shape), np.uint8)
+                    # Realistic (never blank) support images: the model's own samples.
+                    support = drawn[:5]
                     adapt_request = request("adapt_and_sample", dict(
                         support_images=support, steps=np.int32(FLAGS.adapt_steps),
                         **sample_inputs))

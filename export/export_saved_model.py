@@ -226,16 +226,14 @@ def export_checkpoint(checkpoint, base_path, model_name, support_images=None, ve
                         "checkpoint directory or prefix such as 'workdir/ckpt-1000')")
     paths = _load_support_paths(support_images) if support_images else None
     try:
-        from tfmeta.generation import load_generative_module
+        from tfmeta.generation import GenerativeModule, restore_model
     except ImportError as e:
-        raise ConfigError("tfmeta.generation.load_generative_module is not available in "
-                          f"this installation ({e}); cannot build a module to export") from e
-    module = load_generative_module(checkpoint)
-    if paths:
-        # The image size is the model's, known only once it is loaded: read the
-        # support images at that size, then restore again adapted to them.
-        support = _read_support_images(paths, module.image_shape)
-        module = load_generative_module(checkpoint, support_images=support)
+        raise ConfigError("tfmeta.generation is not available in this installation "
+                          f"({e}); cannot build a module to export") from e
+    config, model, learner = restore_model(checkpoint)
+    # The image size is the model's, known only once it is restored.
+    support = _read_support_images(paths, model.image_shape) if paths else None
+    module = GenerativeModule(config, model, learner, support_images=support)
     return export_generative_module(module, base_path, model_name, version=version,
                                     warmup=warmup)
 

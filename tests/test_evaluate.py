@@ -163,11 +163,13 @@ def test_cli_end_to_end_on_tiny_data(tiny_omniglot_dir, checkpoint, tmp_path):
     evaluate.run(values)
     with open(out / "results.json") as f:
         results = json.load(f)
-    methods = ["no_augmentation", "traditional_augmentation", "reptile_gan_tiny",
+    methods = ["no_augmentation", "traditional_augmentation",
+               "traditional_augmentation_ink", "reptile_gan_tiny",
                "reptile_gan_tiny+jitter", "scratch_gan", "pretrained_finetune"]
     assert sorted(results["augmentation"]["methods"]) == sorted(methods)
     assert results["augmentation"]["protocol"]["n_real"] == [5, 10]
     assert set(results["gains"]) == set(methods[1:])
+    assert results["checkpoints"] == {"reptile_gan_tiny": checkpoint}
     # Sample metrics for each --metrics_k_shot (3 and 1), with the real references.
     by_k = results["samples_by_k_shot"]
     assert sorted(by_k) == ["1", "3"] and by_k["3"] == results["samples"]
@@ -176,7 +178,7 @@ def test_cli_end_to_end_on_tiny_data(tiny_omniglot_dir, checkpoint, tmp_path):
         row = by_k[k]["methods"]["reptile_gan_tiny"]
         assert row["diversity_ratio"] > 0 and 0.0 <= row["copy_rate"] <= 1.0
         assert 0.0 <= by_k[k]["real_heldout"]["copy_rate"] <= 1.0
-    for name in methods[2:]:
+    for name in methods[3:]:
         assert results["adapt_steps"][name] == (None if name.endswith("+jitter") else 2)
         by_n = results["augmentation"]["methods"][name]
         assert by_n["5"]["generated_per_character"] == 2.0

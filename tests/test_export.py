@@ -284,19 +284,24 @@ def test_export_checkpoint_reads_and_inverts_support_images(tmp_path, toy, monke
         Image.fromarray(page).save(tmp_path / "support" / f"{i}.png")
     calls = []
 
-    def fake_load(path, support_images=None):
-        calls.append((path, support_images))
+    def fake_restore(path):
+        calls.append(path)
+        return "config", type("Model", (), {"image_shape": (28, 28, 1)})(), "learner"
+
+    def fake_module(config, model, learner, support_images=None):
+        calls.append((config, learner, support_images))
         return toy
 
     fake = type(sys)("tfmeta.generation")
-    fake.load_generative_module = fake_load
+    fake.restore_model, fake.GenerativeModule = fake_restore, fake_module
     monkeypatch.setitem(sys.modules, "tfmeta.generation", fake)
     version_dir = ex.export_checkpoint(str(checkpoint), str(tmp_path / "models"), "toy",
                                        support_images=str(tmp_path / "support" / "*.png"),
                                        warmup=False)
     assert version_dir.endswith(os.path.join("toy", "1"))
-    assert [c[0] for c in calls] == [str(checkpoint)] * 2 and calls[0][1] is None
-    support = calls[1][1]
+    # Restored once, then the module is built adapted to the support images.
+    assert calls[0] == str(checkpoint) and calls[1][:2] == ("config", "learner")
+    support = calls[1][2]
     assert support.shape == (2, 28, 28, 1) and support.dtype == np.float32
     # Inverted to bright strokes on dark: background -1, strokes +1.
     assert support[:, 0].max() == -1.0 and support.max() == 1.0

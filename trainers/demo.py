@@ -40,7 +40,11 @@ def _stage(i, title):
 
 def _run(cmd):
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    code = subprocess.run(cmd).returncode
+    if code:
+        from tfmeta.errors import TfmetaError
+        raise TfmetaError(f"the command above exited with status {code} (its error is "
+                          "printed above); the demo stopped there")
 
 
 def _write_support_pngs(out_dir, data_dir, character, k_shot):

@@ -50,6 +50,9 @@ def define_flags(flag_values=flags.FLAGS):
     _INT("metrics_characters", 50, "characters for the sample metrics")
     _LIST("metrics_k_shot", ["5", "1"], "support images per character of the sample "
           "metrics (one table each; the first is also the figure's)")
+    _BOOL("jitter_ink", True, "also evaluate traditional augmentation with its source's "
+          "ink values restored ('traditional_augmentation_ink': the rendering the warp "
+          "generator uses, applied to jitter)")
     _BOOL("with_jitter", True, "also evaluate every --checkpoint followed by traditional "
           "augmentation of its samples ('<name>+jitter')")
     _INT("metrics_samples", 20, "samples per character for the sample metrics")
@@ -68,6 +71,9 @@ def build_methods(fv, eval_lib, generators, load_background):
     """Baselines, one method per --checkpoint, and the optional generator baselines."""
     from tfmeta.errors import ConfigError
     methods = dict(eval_lib.BASELINES)
+    if fv.jitter_ink:
+        methods["traditional_augmentation_ink"] = eval_lib.make_traditional_augmentation(
+            match_ink=True)
     checkpoints = generators.checkpoint_methods(
         fv.checkpoint, fv.method_names, None if fv.adapt_steps < 0
         else fv.adapt_steps, taken=methods, log_fn=log)
@@ -142,7 +148,8 @@ def run(fv):
         num_characters=min(fv.figure_characters, eval_images.num_classes),
         selection_seed=selection)
     table = generators.write_report(fv.out, results, samples, extra={
-        "checkpoints": dict(zip(list(methods)[2:], fv.checkpoint)),
+        "checkpoints": {name: getattr(fn, "checkpoint") for name, fn in methods.items()
+                        if getattr(fn, "checkpoint", None)},
         "adapt_steps": {name: getattr(fn, "steps", None) for name, fn in methods.items()},
         "extractor": extractor.config.key(), "samples_by_k_shot": samples_by_k})
     log(table)

@@ -81,7 +81,7 @@ def _elastic(images, rng, alpha, sigma):
 
 def traditional_augmentation(support_images, num, seed, *, max_shift=2.0,
                              max_rotation_deg=10.0, scale_range=(0.9, 1.1),
-                             elastic_alpha=0.0, elastic_sigma=3.0):
+                             elastic_alpha=0.0, elastic_sigma=3.0, match_ink=False):
     """Random affine jitter of randomly chosen support images (a generate_fn).
 
     Args:
@@ -92,6 +92,9 @@ def traditional_augmentation(support_images, num, seed, *, max_shift=2.0,
       max_rotation_deg: uniform rotation in degrees about the centre.
       scale_range: uniform isotropic scale about the centre.
       elastic_alpha: max elastic displacement in px (0 = off); elastic_sigma: smoothing.
+      match_ink: give each result its source drawing's ink values, rank for rank
+        (`tfmeta.models.warp.match_intensities`), undoing the softening of bilinear
+        resampling (the warp generator's rendering, applied to jitter).
 
     Returns: uint8 `[num, H, W, C]` (bilinear resampling, zero = background fill).
     """
@@ -112,6 +115,9 @@ def traditional_augmentation(support_images, num, seed, *, max_shift=2.0,
         fill_mode="constant", fill_value=0.0, data_format="channels_last"))
     if elastic_alpha > 0.0:
         images = _elastic(images, rng, elastic_alpha, elastic_sigma)
+    if match_ink:
+        from tfmeta.models.warp import match_intensities
+        images = match_intensities(images, sources.astype(np.float32)).numpy()
     return np.clip(np.round(images), 0, 255).astype(np.uint8)
 
 

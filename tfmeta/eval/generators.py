@@ -79,7 +79,8 @@ class GeneratorSampler:
         e.g. Meta-SGD's learned rates).
       steps: int >= 0, inner steps on the K support images (0: sample the initialisation).
       name: for messages.
-    Attributes: `image_shape` (H, W, C), `steps`, `tracing_count()`.
+    Attributes: `image_shape` (H, W, C), `steps`, `tracing_count()`, `checkpoint` (the
+    path it was restored from, or None).
     """
 
     def __init__(self, model, learner, steps, name="generator"):
@@ -87,6 +88,7 @@ class GeneratorSampler:
         if steps < 0:
             raise ConfigError(f"{name}: adaptation steps must be >= 0; got {steps}")
         self.model, self.learner, self.steps, self.name = model, learner, steps, name
+        self.checkpoint = None
         self.image_shape = tuple(int(d) for d in model.image_shape)
         # One graph for every K (the support batch dim is None) and every step count
         # (a tensor: adapt() runs a tf.while_loop instead of unrolling). A partial, not a
@@ -130,7 +132,9 @@ def meta_generator_fn(checkpoint, steps=None):
     """
     config, model, learner = generation.restore_model(checkpoint)
     steps = config.inner.eval_num_steps if steps is None else steps
-    return GeneratorSampler(model, learner, steps, name=f"checkpoint {checkpoint}")
+    sampler = GeneratorSampler(model, learner, steps, name=f"checkpoint {checkpoint}")
+    sampler.checkpoint = checkpoint
+    return sampler
 
 
 def scratch_gan_fn(preset, steps, *, image_size=28, channels=1, learning_rate=2e-4,
