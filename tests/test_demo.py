@@ -13,11 +13,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-def test_demo_pipeline_end_to_end(tmp_path, data_dir):
+@pytest.mark.parametrize("config, steps", [("configs/tiny_gan.cfg", "--steps=2"),
+                                           # the config's own steps (0): the default path
+                                           ("configs/tiny_warp.cfg", "--steps=-1")])
+def test_demo_pipeline_end_to_end(tmp_path, data_dir, config, steps):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "trainers.demo", f"--out={out}",
-         "--config=configs/tiny_gan.cfg", "--steps=2", "--num_samples=8"],
+        [sys.executable, "-m", "trainers.demo", f"--out={out}", f"--config={config}",
+         steps, "--num_samples=8"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "TFMETA_DATA_DIR": data_dir})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GEN_CONFIGS = ["configs/tiny_gan.cfg", "configs/omniglot_vae_cavia.cfg", "configs/demo.cfg",
                "configs/omniglot_cgan.cfg", "configs/omniglot_figr.cfg",
                "configs/omniglot_maml_gan.cfg", "configs/omniglot_vae_searched.cfg",
-               "configs/omniglot_warp.cfg", "configs/omniglot_vae_demo.cfg"]
+               "configs/omniglot_warp.cfg", "configs/omniglot_vae_demo.cfg",
+               "configs/tiny_warp.cfg"]
 FEWSHOT_CONFIGS = ["configs/tiny_fewshot.cfg", "configs/omniglot_protonet_5w1s.cfg",
                    "configs/omniglot_maml_5w1s.cfg", "configs/omniglot_protonet_20w1s.cfg",
                    "configs/omniglot_maml_20w1s.cfg"]

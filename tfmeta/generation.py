@@ -196,31 +196,36 @@ class GenerativeModel:
         index = tf.random.stateless_uniform([n], fold_seed(seed, 2), 0, k, dtype=tf.int32)
         source = tf.gather(support, index)
         c = self._context(support, n)
-        noise = self.config.temperature * tf.random.stateless_normal(
-            [n, self.latent_dim], fold_seed(seed, 0))
-        has_pairs = k >= 2
-        current = source
-        if mode != "prior":
-            # Another support than the source (the source itself when K = 1, where the
-            # pair step is switched off by a zero scale: an exact identity).
+
+        def pair_step():
+            # Another support than the source (only run when K >= 2).
             offset = tf.random.stateless_uniform([n], fold_seed(seed, 3), 1,
                                                  tf.maximum(k, 2), dtype=tf.int32)
             target = tf.gather(support, (index + offset) % k)
-            mean, _ = self.warp.encode(source, target, c)
-            z = mean + noise if mode == "pairs" else mean
-            low, high = self.config.pair_scale_low, self.config.pair_scale_high
-            scale = tf.where(has_pairs, tf.random.stateless_uniform(
-                [n], fold_seed(seed, 4), low, high), tf.zeros([n]))
-            current = self.warp(self._warp_inputs(source, z, c), scale=scale, training=True)
-        # The prior step: always for "prior"/"pairs+prior", for "pairs" only when K = 1.
-        prior_scale = (tf.where(has_pairs, tf.zeros([n]), tf.ones([n]))
-                       if mode == "pairs" else tf.ones([n]))
-        prior_mean, prior_logvar = self.warp.prior(current, c)
-        eps = tf.random.stateless_normal([n, self.latent_dim], fold_seed(seed, 5))
-        z = prior_mean + tf.exp(0.5 * prior_logvar) * self.config.prior_temperature * eps
-        current = self.warp(self._warp_inputs(current, z, c), scale=prior_scale,
-                            training=True)
-        return self._rendered(current, source)
+            z, _ = self.warp.encode(source, target, c)
+            if mode == "pairs":
+                z = z + self.config.temperature * tf.random.stateless_normal(
+                    [n, self.latent_dim], fold_seed(seed, 0))
+            scale = tf.random.stateless_uniform([n], fold_seed(seed, 4),
+                                                self.config.pair_scale_low,
+                                                self.config.pair_scale_high)
+            return self.warp(self._warp_inputs(source, z, c), scale=scale, training=True)
+
+        def prior_step(images):
+            mean, logvar = self.warp.prior(images, c)
+            eps = tf.random.stateless_normal([n, self.latent_dim], fold_seed(seed, 5))
+            z = mean + tf.exp(0.5 * logvar) * self.config.prior_temperature * eps
+            return self.warp(self._warp_inputs(images, z, c), training=True)
+
+        # With K = 1 there is no pair: every mode samples from the prior.
+        has_pairs = k >= 2
+        if mode == "prior":
+            out = prior_step(source)
+        elif mode == "pairs":
+            out = tf.cond(has_pairs, pair_step, lambda: prior_step(source))
+        else:   # "pairs+prior"
+            out = prior_step(tf.cond(has_pairs, pair_step, lambda: source))
+        return self._rendered(out, source)
 
     def _rendered(self, warped, source):
         """With `match_ink`, the warped drawing carries its source's ink values."""

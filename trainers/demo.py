@@ -24,7 +24,8 @@ flags.DEFINE_string("config", "configs/demo.cfg", "meta_gan flagfile")
 flags.DEFINE_string("data_dir", None, "data folder (default: $TFMETA_DATA_DIR, else TFDS)")
 flags.DEFINE_integer("character", 7, "index of the unseen evaluation character to adapt to")
 flags.DEFINE_integer("k_shot", 5, "support drawings given to the served model")
-flags.DEFINE_integer("steps", 5, "adaptation steps in the served adapt_and_sample call")
+flags.DEFINE_integer("steps", -1, "adaptation steps in the served adapt_and_sample call "
+                     "(-1: the config's --eval_inner_steps)")
 flags.DEFINE_integer("num_samples", 16, "samples fetched over gRPC")
 flags.DEFINE_integer("seed", 3, "sampling seed")
 flags.DEFINE_multi_string("train_flag", [], "extra flag for meta_gan, e.g. --train_flag=--num_steps=10")
@@ -61,6 +62,13 @@ def _write_support_pngs(out_dir, data_dir, character, k_shot):
     return images.class_names[character % images.num_classes]
 
 
+def _config_eval_steps(flagfile):
+    """The --eval_inner_steps a meta_gan flagfile resolves to."""
+    from tfmeta.config import GenerationConfig
+    config = common.parse_config(GenerationConfig(), ["demo", f"--flagfile={flagfile}"])
+    return config.inner.eval_num_steps
+
+
 def _start_server(base_path, model_name):
     cmd = [_PY, "-m", "export.serve", f"--model_base_path={base_path}",
            f"--model_name={model_name}", "--port=0"]
@@ -95,6 +103,7 @@ def main(argv):
     run_dir, models = os.path.join(out, "run"), os.path.join(out, "models")
     support_dir, grid = os.path.join(out, "support"), os.path.join(out, "samples.png")
     data_flag = [f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []
+    steps = FLAGS.steps if FLAGS.steps >= 0 else _config_eval_steps(FLAGS.config)
     t0 = time.time()
     _stage(1, "meta-train on Omniglot background characters")
     _run([_PY, "-m", "trainers.meta_gan", f"--flagfile={FLAGS.config}",
@@ -115,7 +124,7 @@ def main(argv):
         server, target = _start_server(os.path.join(models, FLAGS.model_name), FLAGS.model_name)
         _stage(5, "adapt to the support drawings and sample, over gRPC")
         _run([_PY, "-m", "export.client", f"--target={target}", f"--model={FLAGS.model_name}",
-              f"--support={support_dir}/*.png", f"--steps={FLAGS.steps}",
+              f"--support={support_dir}/*.png", f"--steps={steps}",
               f"--num_samples={FLAGS.num_samples}", f"--seed={FLAGS.seed}", f"--out={grid}"])
     finally:
         code = _stop_server(server)
