@@ -1,6 +1,10 @@
 """TF's oneDNN CPU kernels (our default, tfmeta.runtime) give the meta-gradients of TF's
 Eigen kernels: float32 MAML (2nd and 1st order) on the stride-2 Conv-4 and the Reptile
-WGAN-GP update of the dcgan28 pair agree to 1e-5 relative (measured ~3e-6). The fused
+WGAN-GP update of the dcgan28 pair agree to 2e-3 relative. Measured: ~3e-6 on the
+Intel AVX-512 machines; on an AMD EPYC without AVX-512 (2026-11-30) 6.4e-4 (MAML 2nd
+order), 4.0e-4 (1st order), 1.6e-4 (Reptile WGAN-GP) — oneDNN picks other convolution
+algorithms there, and the second-order meta-gradient amplifies their rounding. A wrong
+gradient differs at O(1). The fused
 oneDNN graphs (and the one grappler reports as a failed remap) change no result beyond
 float32 rounding. Each setting needs its own process (tests/onednn_worker.py).
 """
@@ -39,7 +43,7 @@ def test_onednn_kernels_give_the_eigen_meta_updates(both, name):
     a = np.concatenate([on[k].ravel() for k in keys])
     b = np.concatenate([off[k].ravel() for k in keys])
     assert np.linalg.norm(b) > 0
-    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-5
+    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 2e-3
 
 
 def test_onednn_cannot_change_after_tensorflow_started():

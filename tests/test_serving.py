@@ -85,7 +85,7 @@ def test_predict_matches_in_process_archive(served, toy):
     np.testing.assert_array_equal(
         np.stack([np.asarray(Image.open(io.BytesIO(b)))[..., None] for b in png]), expected)
 
-    support = np.full((2, 28, 28, 1), 255, np.uint8)
+    support = _support()   # a stroke: blank images are refused (INVALID_ARGUMENT)
     adapted = tf.make_ndarray(stub.Predict(_request(
         "adapt_and_sample", support_images=support, steps=np.int32(2),
         **_sample_inputs(num_samples=5)), timeout=30).outputs["images"])
