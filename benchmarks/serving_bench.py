@@ -107,7 +107,6 @@ def main(argv):
         model_base_path = FLAGS.model_base_path or _export_toy(tmp)
         versions = sorted(int(v) for v in os.listdir(model_base_path) if v.isdigit())
         version_dir = os.path.join(model_base_path, str(versions[-1]))
-        image_shape = None
 
         def request(signature, inputs):
             r = predict_pb2.PredictRequest()

@@ -216,10 +216,11 @@ def export_checkpoint(checkpoint, base_path, model_name, support_images=None, ve
                       warmup=True):
     """What the CLI does: checkpoint -> generative module -> exported version dir.
 
-    `support_images` is an optional glob of image files; when given, the module is
-    restored adapted to them (tfmeta.generation.load_generative_module's
-    `support_images`, float32 [K, H, W, C] in [-1, 1]). Raises TfmetaError subclasses
-    with user-facing messages.
+    `support_images` is an optional glob of image files (required for support-only
+    families such as the warp generator); when given, the restored model's module is
+    built adapted to them (`tfmeta.generation.GenerativeModule`'s `support_images`,
+    float32 [K, H, W, C] in [-1, 1], read at the model's image size). Raises
+    TfmetaError subclasses with user-facing messages.
     """
     if not _checkpoint_exists(checkpoint):
         raise DataError(f"--checkpoint={checkpoint!r} does not exist (expected a "

@@ -423,7 +423,7 @@ class GenerativeModule(tf.Module):
 
 
 def load_generative_module(checkpoint, support_images=None, steps=None, seed=0):
-    """The export entry point: a GenerativeModule from a meta_gan checkpoint."""
+    """A GenerativeModule from a meta_gan checkpoint (optionally adapted to supports)."""
     config, model, learner = restore_model(checkpoint)
     return GenerativeModule(config, model, learner, support_images, steps, seed)
 
