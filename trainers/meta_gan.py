@@ -1,6 +1,6 @@
-"""Meta-train a few-shot generator (GAN or VAE).
+"""Meta-train a few-shot generator (warp, GAN or VAE).
 
-  python -m trainers.meta_gan --flagfile=configs/omniglot_vae_maml.cfg [--workdir=...]
+  python -m trainers.meta_gan --flagfile=configs/omniglot_warp.cfg [--workdir=...]
 
 Flags mirror tfmeta.config.GenerationConfig (see trainers/common.py); later flags
 override the flagfile. Writes <workdir>/config.json, checkpoints/ (exact resume: run

@@ -273,14 +273,25 @@ def adapt(objectives, params, batch, num_steps, update_rule, first_order=False, 
     seed: int64 `[2]` stateless seed (default [0, 0]); step s, objective k gets
       `fold_seed(seed, s, k)`.
     state: initial update-rule state (default `update_rule.init(params)`).
-    recompute: second order only: wrap each unrolled step in `tf.recompute_grad`, so an
-      outer backward pass keeps only the step boundaries and recomputes each step's
-      activations (less peak memory, ~one more forward+inner-backward per step; same
-      meta-gradients, tested). Needs a fixed (float learning-rate) update rule.
+    recompute: second order only: an outer backward pass keeps only the step boundaries
+      and recomputes each unrolled step's activations (less peak memory, ~one more
+      forward+inner-backward per step; same meta-gradients, tested). Written with
+      `tf.custom_gradient`, not `tf.recompute_grad` (which gave wrong meta-gradients
+      here, see `_recomputed_step`). Needs a fixed (float learning-rate) update rule.
 
     Gradient flow: the inner tapes are ordinary tapes nested inside whatever tape the caller
     holds, so with `first_order=False` a caller's `tape.gradient(f(result.params), theta)`
     is the exact second-order meta-gradient. Never assigns any variable.
+
+    Example (one task's second-order meta-gradient; support and query are
+    (images, labels) tuples; tested in tests/test_inner_loop.py):
+
+        xent = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        objective = Objective(keras_loss(model, lambda logits, b: xent(b[1], logits)))
+        with tf.GradientTape() as tape:
+            result = adapt(objective, model.trainable_variables, support, 1, SGD(0.4))
+            query_loss, _ = objective(result.params, query, None)
+        meta_grads = tape.gradient(query_loss, model.trainable_variables)
     """
     if isinstance(objectives, Objective):
         objectives = [objectives]

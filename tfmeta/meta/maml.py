@@ -40,6 +40,15 @@ class MAML(Learner):
 
     `meta_step(support, query, step)` returns the common metrics (see tfmeta.meta.common)
     plus `meta_grad_norm` (global norm of the task-averaged meta-gradient).
+
+    Example (support and query are (images, labels) with a leading task dim B; tested in
+    tests/test_inner_loop.py):
+
+        xent = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        objective = Objective(keras_loss(model, lambda logits, b: xent(b[1], logits)))
+        learner = MAML(model.trainable_variables, objective, objective, SGD(0.4), 1,
+                       meta_optimizer=keras.optimizers.Adam(1e-3))
+        metrics = learner.meta_step(support, query, step=0)   # one outer update
     """
 
     def __init__(self, variables, inner_objectives, outer_objectives, inner_update,
