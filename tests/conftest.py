@@ -31,9 +31,11 @@ def cache_dir(tmp_path_factory):
     return os.environ.get("TFMETA_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
 
 
-def write_omniglot_zip(path, alphabets=2, characters=3, drawings=20, seed=0):
+def write_omniglot_zip(path, alphabets=2, characters=3, drawings=20, seed=0,
+                       alphabet_prefix="Alpha"):
     """Writes a small zip in the official Omniglot layout: 105x105 1-bit PNGs, True =
-    white background, each drawing a distinct random block pattern of ink."""
+    white background, each drawing a distinct random block pattern of ink. Alphabets
+    are named `<alphabet_prefix><a>`."""
     rng = np.random.default_rng(seed)
     stem = os.path.basename(path)[:-len(".zip")]
     with zipfile.ZipFile(path, "w") as archive:
@@ -43,7 +45,8 @@ def write_omniglot_zip(path, alphabets=2, characters=3, drawings=20, seed=0):
                     ink = np.kron(rng.random((7, 7)) < 0.3, np.ones((15, 15), bool))
                     buf = io.BytesIO()
                     Image.fromarray(~ink).save(buf, format="PNG")  # bool → mode "1"
-                    name = f"{stem}/Alpha{a}/character{c + 1:02d}/{c:04d}_{d + 1:02d}.png"
+                    name = (f"{stem}/{alphabet_prefix}{a}/character{c + 1:02d}/"
+                            f"{c:04d}_{d + 1:02d}.png")
                     archive.writestr(name, buf.getvalue())
 
 
@@ -54,4 +57,17 @@ def tiny_omniglot_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_omniglot")
     write_omniglot_zip(str(folder / "images_background.zip"), 2, 3, 20, seed=0)
     write_omniglot_zip(str(folder / "images_evaluation.zip"), 1, 2, 20, seed=1)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def pooled_omniglot_dir(tmp_path_factory):
+    """Fake archives whose alphabets differ, as the real ones do (published class
+    lists pool both): background Bg0, Bg1 x character01..03, evaluation Ev0 x
+    character01..02; 20 drawings each."""
+    folder = tmp_path_factory.mktemp("pooled_omniglot")
+    write_omniglot_zip(str(folder / "images_background.zip"), 2, 3, 20, seed=0,
+                       alphabet_prefix="Bg")
+    write_omniglot_zip(str(folder / "images_evaluation.zip"), 1, 2, 20, seed=1,
+                       alphabet_prefix="Ev")
     return str(folder)

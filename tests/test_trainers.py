@@ -20,7 +20,9 @@ GEN_CONFIGS = ["configs/tiny_gan.cfg", "configs/omniglot_vae_cavia.cfg", "config
                "configs/tiny_warp.cfg"]
 FEWSHOT_CONFIGS = ["configs/tiny_fewshot.cfg", "configs/omniglot_protonet_5w1s.cfg",
                    "configs/omniglot_maml_5w1s.cfg", "configs/omniglot_protonet_20w1s.cfg",
-                   "configs/omniglot_maml_20w1s.cfg"]
+                   "configs/omniglot_maml_20w1s.cfg", "configs/vinyals_protonet_1shot.cfg",
+                   "configs/vinyals_protonet_5shot.cfg", "configs/vinyals_maml_5w1s.cfg",
+                   "configs/vinyals_maml_20w1s.cfg"]
 _ONE_STEP = ["--num_steps=1", "--log_every=1", "--eval_every=1", "--checkpoint_every=1",
              "--eval_tasks=2", "--validation_classes=20"]
 
@@ -59,6 +61,7 @@ def test_fewshot_config_one_step(path, tmp_path, data_dir):
     result = fewshot.run(config, log=lambda m: None)
     assert 0.0 <= result["test"]["accuracy"] <= 1.0
     assert result["test"]["num_tasks"] == 2
+    assert sorted(result["tests"]) == sorted(f"{n}way" for n in config.test_ways)
 
 
 def test_bad_flag_value_names_the_flag(tmp_path):

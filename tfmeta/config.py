@@ -44,7 +44,16 @@ class DataConfig:
       channels: 1 (gray) or 3 (gray repeated).
       rotations: add 90/180/270° rotated copies of each training class as new classes.
       validation_classes: background characters held out as the validation split.
-      train_split / eval_split: split names for meta-training and meta-testing.
+      train_split / val_split / eval_split: split names for meta-training, validation
+        during training (few-shot classification) and meta-testing. Without
+        split_dir: omniglot background / evaluation / train / validation (the
+        default: background characters for training and validation, evaluation
+        alphabets for the test). With split_dir: list names, e.g. trainval / val / test.
+      split_dir: Omniglot only: a folder of published class lists `<split>.txt`, one
+        "Alphabet/characterNN/rotDDD" per line (tfmeta.data.splits), e.g. the Vinyals
+        split `splits/vinyals` (a relative path not found in the working directory is
+        looked up under the Omniglot data folder). The lists name their rotation
+        classes, so split_dir with rotations is an error; None: the archives' splits.
     """
     dataset: str = "omniglot"
     data_dir: Optional[str] = None
@@ -55,10 +64,17 @@ class DataConfig:
     validation_classes: int = 100
     train_split: str = "train"
     eval_split: str = "evaluation"
+    val_split: str = "validation"
+    split_dir: Optional[str] = None
 
     def validate(self):
         _check(self.dataset in ("omniglot", "mnist"),
                f"--dataset must be omniglot or mnist, got {self.dataset!r}")
+        _check(not self.split_dir or self.dataset == "omniglot",
+               "--split_dir lists Omniglot classes; it needs --dataset=omniglot")
+        _check(not (self.split_dir and self.rotations),
+               "--rotations with --split_dir: the split lists name their rotation classes "
+               "(rot000..rot270) themselves; set --rotations=false")
         _check(self.image_size in (28, 32, 64),
                f"--image_size must be 28, 32 or 64, got {self.image_size}")
         _check(self.channels in (1, 3), f"--channels must be 1 or 3, got {self.channels}")
@@ -176,7 +192,20 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class FewShotConfig:
-    """Few-shot classification experiment (trainers.fewshot)."""
+    """Few-shot classification experiment (trainers.fewshot).
+
+    Attributes:
+      network: "conv4" (max-pool) or "conv4_stride" (the reference network).
+      norm: MetaNorm mode of the network.
+      test_n_ways: comma-separated extra ways of the final meta-test, e.g. "5,20"
+        (ProtoNets are trained once and tested at 5- and 20-way, Snell et al. 2017);
+        --n_way is always tested, "" tests only it. Other learners have an n_way
+        classifier head, so they take only --n_way.
+      meta_lr_decay_every: meta-steps between decays of the meta-learning rate
+        (staircase: meta_lr * meta_lr_decay_rate ** floor(step / every); Snell et al.
+        halve it every 2,000 episodes); 0 keeps meta_lr constant.
+      meta_lr_decay_rate: factor of each decay, in (0, 1].
+    """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig()
     inner: InnerConfig = InnerConfig()
@@ -184,6 +213,19 @@ class FewShotConfig:
     train: TrainConfig = TrainConfig()
     network: str = "conv4"          # conv4 (max-pool) | conv4_stride (reference net)
     norm: str = "batch"
+    test_n_ways: str = ""
+    meta_lr_decay_every: int = 0
+    meta_lr_decay_rate: float = 0.5
+
+    @property
+    def test_ways(self):
+        """Sorted tuple of the ways of the final meta-test: n_way and test_n_ways."""
+        try:
+            extra = [int(w) for w in self.test_n_ways.split(",") if w.strip()]
+        except ValueError:
+            raise ConfigError(f"--test_n_ways must be comma-separated integers such as "
+                              f"5,20; got {self.test_n_ways!r}") from None
+        return tuple(sorted(set(extra) | {self.task.n_way}))
 
     def validate(self):
         for part in (self.data, self.task, self.inner, self.train):
@@ -195,6 +237,19 @@ class FewShotConfig:
                or self.task.training_n_way == self.task.n_way,
                "--train_n_way differs from --n_way, which only --algorithm=protonet supports "
                "(the other learners' classifier head has n_way outputs)")
+        _check(min(self.test_ways) >= 1,
+               f"--test_n_ways must list positive ways, got {self.test_n_ways!r}")
+        _check(self.outer.algorithm == "protonet" or self.test_ways == (self.task.n_way,),
+               f"--test_n_ways={self.test_n_ways} tests other ways than --n_way="
+               f"{self.task.n_way}, which only --algorithm=protonet supports (the other "
+               "learners' classifier head has n_way outputs)")
+        _check(self.meta_lr_decay_every >= 0,
+               "--meta_lr_decay_every must be >= 0 (0: constant --meta_lr)")
+        _check(0 < self.meta_lr_decay_rate <= 1, "--meta_lr_decay_rate must be in (0, 1]")
+        _check(not self.meta_lr_decay_every
+               or self.outer.algorithm not in ("reptile", "aggregation"),
+               f"--meta_lr_decay_every decays --meta_lr, which --algorithm="
+               f"{self.outer.algorithm} does not use (it steps by --meta_step_size)")
         per_class = 20 if self.data.dataset == "omniglot" else None
         if per_class is not None:
             _check(self.task.k_shot + self.task.k_query <= per_class,
@@ -246,9 +301,14 @@ class GenerationConfig:
       warp_sampling: warp generators: "prior" (z from the prior), "pairs" (partial
         warps of one support towards another, plus temperature noise) or "pairs+prior"
         (a partial pair warp, then a prior warp); K = 1 samples as "prior"; see
-        GenerativeModel._warp_sample.
+        GenerativeModel._warp_candidates.
       pair_scale_low, pair_scale_high: range of the uniform fraction of the pair warp
         ("pairs" sampling).
+      rerank: warp generators: candidates drawn per sample (1 = off); the model keeps
+        the candidates that the *other* supports register to best under its own warp
+        ELBO, relative to their source drawing (a drawing of the class is reachable from
+        every drawing of it), see GenerativeModel.registration_cost. K = 1 scores
+        against the source itself.
       warp_smoothness, ink_weight: warp generators: weights of the bending-energy and
         ink-conservation penalties (tfmeta.losses.warp_regularizer).
       match_ink: warp generators: samples carry their source drawing's ink values
@@ -291,6 +351,7 @@ class GenerationConfig:
     match_ink: bool = False
     pair_scale_low: float = 0.0
     pair_scale_high: float = 1.0
+    rerank: int = 1
 
     def model_overrides(self):
         """Preset overrides (tfmeta.models.presets keys) of the structure fields."""
@@ -360,6 +421,8 @@ class GenerationConfig:
         _check(self.model == "warp" or not self.match_ink, "--match_ink needs --model=warp")
         _check(0 <= self.pair_scale_low <= self.pair_scale_high,
                "--pair_scale_low/--pair_scale_high must satisfy 0 <= low <= high")
+        _check(self.rerank >= 1, f"--rerank must be >= 1 (1: off), got {self.rerank}")
+        _check(self.model == "warp" or self.rerank == 1, "--rerank needs --model=warp")
         _check(self.warp_sampling in WARP_SAMPLING,
                f"--warp_sampling must be one of {WARP_SAMPLING}, got {self.warp_sampling!r}")
         _check(self.model != "warp" or not (self.depth or self.residual or self.norm),

@@ -1,11 +1,14 @@
 """Few-shot classification: Conv-4 learners (MAML family, Reptile, aggregation, ProtoNets).
 
 Meta-test protocol (stated next to every number we report): `eval_tasks` N-way K-shot
-tasks from the Omniglot *evaluation* alphabets (never seen in meta-training), 15 query
-images per class (k_query), adaptation with `eval_num_steps` inner steps on the support
-set, accuracy on the query set; mean and 95% confidence interval (t-distribution) over
-tasks. Normalisation: MetaNorm batch statistics of the current call (transductive: the
-query set is normalised with its own statistics, as in the original MAML code).
+tasks from the test classes (by default the Omniglot *evaluation* alphabets; with
+`--split_dir` the test list, e.g. the Vinyals split's 423 characters x 4 rotations;
+never seen in meta-training), k_query query images per class (15 in the configs),
+adaptation with `eval_num_steps` inner steps on the support set, accuracy on the query
+set; mean and 95% confidence interval (t-distribution) over tasks, for N = n_way and
+every way of `test_n_ways` (ProtoNets). Normalisation: MetaNorm batch statistics of the
+current call (transductive: the query set is normalised with its own statistics, as in
+the original MAML code).
 """
 
 import keras
@@ -13,12 +16,14 @@ import keras
 from tfmeta import config as cfg
 from tfmeta import distribute, runtime
 from tfmeta import train as train_lib
-from tfmeta.data import TaskSampler, load_class_images
+from tfmeta.data import TaskSampler, load_class_images, splits
+from tfmeta.errors import ConfigError
 from tfmeta.eval.augmentation import confidence_interval
 from tfmeta.meta import ProtoNet, make_learner
 from tfmeta.models.classifiers import classification_objective, conv4, conv4_encoder
 
-__all__ = ["build_learner", "split_classification_task", "meta_test", "run"]
+__all__ = ["build_learner", "meta_lr_schedule", "split_classification_task", "meta_test",
+           "run"]
 
 _POOL = {"conv4": "max", "conv4_stride": "stride"}
 
@@ -29,13 +34,26 @@ def split_classification_task(task):
             (task.query_images, task.query_labels))
 
 
+def meta_lr_schedule(meta_lr, decay_every=0, decay_rate=0.5):
+    """The meta-optimiser's learning rate: `meta_lr` (decay_every = 0), else a staircase
+    decay `meta_lr * decay_rate ** floor(iterations / decay_every)` over the optimiser's
+    update count, i.e. meta-steps (Snell et al. 2017: Adam 1e-3 halved every 2,000
+    episodes). A Keras LearningRateSchedule: it resumes with the optimiser's checkpointed
+    `iterations`."""
+    if not decay_every:
+        return meta_lr
+    return keras.optimizers.schedules.ExponentialDecay(
+        meta_lr, decay_steps=decay_every, decay_rate=decay_rate, staircase=True)
+
+
 def build_learner(config):
     """(model, learner) for a FewShotConfig; the model is built with the config's seed."""
     keras.utils.set_random_seed(config.train.seed)
     size, ch = config.data.image_size, config.data.channels
     shape, pool = (size, size, ch), _POOL[config.network]
     inner, outer = config.inner, config.outer
-    meta_opt = keras.optimizers.Adam(outer.meta_lr)
+    meta_opt = keras.optimizers.Adam(meta_lr_schedule(
+        outer.meta_lr, config.meta_lr_decay_every, config.meta_lr_decay_rate))
     if outer.algorithm == "protonet":
         encoder = conv4_encoder(shape, norm=config.norm, pool=pool)
         return encoder, ProtoNet(encoder, config.task.n_way, meta_opt)
@@ -50,10 +68,12 @@ def build_learner(config):
         parallel_tasks=runtime.task_threads_for(config).parallel_tasks)
 
 
-def meta_test(config, learner, class_images, num_tasks, seed, batch=50):
-    """Mean accuracy and 95% CI half-width over `num_tasks` tasks of `class_images`."""
+def meta_test(config, learner, class_images, num_tasks, seed, batch=50, n_way=None):
+    """Mean accuracy and 95% CI half-width over `num_tasks` `n_way`-way tasks of
+    `class_images` (n_way None: config.task.n_way)."""
     t = config.task
-    sampler = TaskSampler(class_images, t.n_way, t.k_shot, t.k_query, seed=seed)
+    n_way = n_way or t.n_way
+    sampler = TaskSampler(class_images, n_way, t.k_shot, t.k_query, seed=seed)
     accuracies = []
     while len(accuracies) < num_tasks:
         n = min(batch, num_tasks - len(accuracies))
@@ -70,21 +90,48 @@ def meta_test(config, learner, class_images, num_tasks, seed, batch=50):
     return {"accuracy": mean, "ci95": half or 0.0, "num_tasks": len(accuracies)}
 
 
+def _load_splits(config, log):
+    """{"train", "val", "test": ClassImages} of a config, checked before any training:
+    with a split_dir, the training and validation lists share no character with the test
+    list, and every way fits its split (errors name the list file)."""
+    d, t = config.data, config.task
+    names = {"train": d.train_split, "val": d.val_split, "test": d.eval_split}
+    where = {role: "" for role in names}   # the list file, named in logs and errors
+    if d.split_dir:
+        paths = splits.run_lists(d.split_dir, names, d.data_dir, test_role="test")
+        where = {role: f" ({path})" for role, path in paths.items()}
+    out = {}
+    for role, name in names.items():
+        images = load_class_images(d.dataset, split=name, image_size=d.image_size,
+                                   data_dir=d.data_dir, cache_dir=d.cache_dir,
+                                   channels=d.channels, split_dir=d.split_dir,
+                                   validation_classes=d.validation_classes)
+        if d.rotations and role == "train":
+            images = images.with_rotations()
+        log(f"[data] {role}: {name}, {images.num_classes} classes{where[role]}")
+        out[role] = images
+    ways = {"train": [("--train_n_way" if t.train_n_way else "--n_way", t.training_n_way)],
+            "val": [("--n_way", t.n_way)],
+            "test": [("--test_n_ways" if w != t.n_way else "--n_way", w)
+                     for w in config.test_ways]}
+    for role, checks in ways.items():
+        for flag, n in checks:
+            if n > out[role].num_classes:
+                raise ConfigError(f"{flag}: {n}-way tasks need {n} classes, but the "
+                                  f"{role} split {names[role]!r} has "
+                                  f"{out[role].num_classes}{where[role]}; lower {flag}")
+    return out
+
+
 def run(config, log=print):
-    """Meta-trains and meta-tests a few-shot classifier; returns a summary dict."""
+    """Meta-trains and meta-tests a few-shot classifier; returns a summary dict with
+    `test` (the n_way meta-test) and `tests` ({"<N>way": ...} for every tested way)."""
     config.validate()
     # First: a multi-worker strategy must exist before any TF op runs.
     strategy = distribute.make_strategy(config.train.strategy)
-    d = config.data
-    def load(split):
-        images = load_class_images(d.dataset, split=split, image_size=d.image_size,
-                                   data_dir=d.data_dir, cache_dir=d.cache_dir,
-                                   channels=d.channels, validation_classes=d.validation_classes)
-        log(f"[data] {split}: {images.num_classes} classes")
-        return images.with_rotations() if (d.rotations and split == d.train_split) else images
-    train_images, val_images = load(d.train_split), load("validation")
-    t = config.task
-    sampler = TaskSampler(train_images, t.training_n_way, t.k_shot, t.training_k_query,
+    d, t = config.data, config.task
+    images = _load_splits(config, log)
+    sampler = TaskSampler(images["train"], t.training_n_way, t.k_shot, t.training_k_query,
                           seed=config.train.seed)
     with distribute.scope(strategy):   # variables and optimiser slots are mirrored
         model, learner = build_learner(config)
@@ -94,18 +141,22 @@ def run(config, log=print):
 
     def evaluate(step, writer):
         del writer
-        return meta_test(config, learner, val_images, min(200, config.train.eval_tasks),
+        return meta_test(config, learner, images["val"], min(200, config.train.eval_tasks),
                          seed=config.train.seed + 1)
 
     result = train_lib.run(learner, sampler, split_classification_task, config.train,
                            config_dict=cfg.to_dict(config), meta_batch_size=t.meta_batch_size,
                            evaluate=evaluate, strategy=strategy, log=log)
-    eval_images = load(d.eval_split)
-    test = meta_test(config, learner, eval_images, config.train.eval_tasks,
-                     seed=config.train.seed + 2)
-    log(f"[test] {d.eval_split}: {t.n_way}-way {t.k_shot}-shot accuracy "
-        f"{100 * test['accuracy']:.2f}% ± {100 * test['ci95']:.2f}% over {test['num_tasks']} tasks")
-    result["test"] = test
+    tests = {}
+    for n_way in config.test_ways:
+        test = meta_test(config, learner, images["test"], config.train.eval_tasks,
+                         seed=config.train.seed + 2, n_way=n_way)
+        log(f"[test] {d.eval_split}: {n_way}-way {t.k_shot}-shot accuracy "
+            f"{100 * test['accuracy']:.2f}% ± {100 * test['ci95']:.2f}% over "
+            f"{test['num_tasks']} tasks")
+        tests[f"{n_way}way"] = test
+    result["test"] = tests[f"{t.n_way}way"]
+    result["tests"] = tests
     if train_lib.is_chief(strategy):
         train_lib.write_json(config.train.workdir, "results.json", result)
     return result

@@ -14,7 +14,7 @@ import tensorflow as tf
 from tfmeta import config as cfg
 from tfmeta import distribute, generation, summaries
 from tfmeta import train as train_lib
-from tfmeta.data import GenerationTaskSampler, load_class_images
+from tfmeta.data import GenerationTaskSampler, load_class_images, splits
 from tfmeta.meta import fold_seed
 
 __all__ = ["load_split", "make_evaluator", "fit", "run"]
@@ -26,7 +26,7 @@ def load_split(data, split, log=print):
     images = load_class_images(
         data.dataset, split=split, image_size=data.image_size, data_dir=data.data_dir,
         cache_dir=data.cache_dir, channels=data.channels,
-        validation_classes=data.validation_classes)
+        validation_classes=data.validation_classes, split_dir=data.split_dir)
     if data.rotations and split == data.train_split:
         images = images.with_rotations()
     log(f"[data] {split}: {images.num_classes} classes, {len(images.labels)} images")
@@ -97,6 +97,10 @@ def run(config, log=print):
     config.validate()
     # First: a multi-worker strategy must exist before any TF op runs.
     strategy = distribute.make_strategy(config.train.strategy)
+    if config.data.split_dir:   # published class lists: no test character in training
+        splits.run_lists(config.data.split_dir, {"train": config.data.train_split,
+                                                 "test": config.data.eval_split},
+                         config.data.data_dir)
     train_images = load_split(config.data, config.data.train_split, log)
     eval_images = load_split(config.data, config.data.eval_split, log)
     return fit(config, train_images, eval_images, strategy, log)[2]

@@ -29,6 +29,17 @@ _FIELDS = {
     "rotations": ("data", "rotations", "add 90/180/270-degree rotated classes for training"),
     "validation_classes": ("data", "validation_classes",
                            "background characters held out for validation"),
+    "split_dir": ("data", "split_dir",
+                  "folder of published Omniglot class lists <split>.txt, e.g. "
+                  "splits/vinyals (relative: working directory, else the Omniglot data "
+                  "folder); the lists name their rotations, so not with --rotations "
+                  "(default: the archives' background/evaluation split)"),
+    "train_split": ("data", "train_split", "meta-training split (with --split_dir: a list "
+                    "name, e.g. trainval)"),
+    "val_split": ("data", "val_split", "split evaluated during few-shot training (with "
+                  "--split_dir: a list name, e.g. val)"),
+    "eval_split": ("data", "eval_split", "meta-test split (with --split_dir: a list name, "
+                   "e.g. test)"),
     # task
     "n_way": ("task", "n_way", "classes per task"),
     "k_shot": ("task", "k_shot", "support images per class"),

@@ -92,9 +92,11 @@ def run(fv, log=print):
     unknown = sorted(set(space) - set(common.flag_values_of(base)))
     if unknown:
         raise ConfigError(f"--space names unknown flags {unknown}")
-    if base.data.train_split != "train" or base.data.dataset != "omniglot":
+    if base.data.train_split != "train" or base.data.dataset != "omniglot" \
+            or base.data.split_dir:
         raise ConfigError("trainers.search scores held-out validation characters: it needs "
-                          "--dataset=omniglot and the 'train' split for meta-training")
+                          "--dataset=omniglot and the 'train' split for meta-training "
+                          "(no --split_dir)")
     common.setup_training_runtime(base)
     from tfmeta import meta_gan, search
     from tfmeta.eval import get_feature_extractor

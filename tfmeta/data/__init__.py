@@ -1,5 +1,6 @@
-"""Class-indexed image sources (Omniglot, MNIST, TFDS fallback), the decoded-array
-cache, pixel preprocessing and seeded few-shot task samplers.
+"""Class-indexed image sources (Omniglot, MNIST, TFDS fallback), published class-split
+lists (`tfmeta.data.splits`, e.g. the Vinyals split), the decoded-array cache, pixel
+preprocessing and seeded few-shot task samplers.
 
 Importing this package does not import TensorFlow; `dataset()` methods, tensor input to
 `scale_images` and the TFDS fallback do.

@@ -118,6 +118,19 @@ class ClassImages:
         return ClassImages(self.images[index], labels,
                            [self.class_names[c] for c in class_ids])
 
+    @staticmethod
+    def concatenate(parts):
+        """One `ClassImages` of several with distinct class names: the classes of
+        `parts[0]` first (labels kept), then those of `parts[1]` (labels offset), ..."""
+        names = [n for p in parts for n in p.class_names]
+        if len(set(names)) != len(names):
+            repeated = sorted({n for n in names if names.count(n) > 1})[:5]
+            raise DataError(f"cannot pool image sets that share class names: {repeated}")
+        offsets = np.cumsum([0] + [p.num_classes for p in parts[:-1]])
+        return ClassImages(np.concatenate([p.images for p in parts]),
+                           np.concatenate([p.labels + o for p, o in zip(parts, offsets)]),
+                           names)
+
     def with_channels(self, channels):
         """Gray → RGB by repeating the channel (`channels=3`); `channels=1` keeps gray."""
         if channels == self.image_shape[-1]:
@@ -170,7 +183,7 @@ def resolve_data_dir(data_dir, dataset):
 
 def load_class_images(dataset="omniglot", split="background", image_size=28,
                       data_dir=None, cache_dir=None, channels=1, rotations=False,
-                      validation_classes=100, split_seed=0):
+                      validation_classes=100, split_seed=0, split_dir=None):
     """Loads a split as `ClassImages` (uint8, strokes bright, sorted by class).
 
     Args:
@@ -178,7 +191,8 @@ def load_class_images(dataset="omniglot", split="background", image_size=28,
       split: omniglot "background" (964 characters), "evaluation" (659), "train" /
         "validation" (the background characters split by `split_seed` into
         `964 - validation_classes` / `validation_classes` disjoint characters);
-        mnist "train" (60000 images) / "test" (10000).
+        mnist "train" (60000 images) / "test" (10000). With `split_dir`: the name of
+        a class list `<split_dir>/<split>.txt` (tfmeta.data.splits).
       image_size: output side length; Omniglot 105x105 is area-resized to it.
       data_dir: archive folder (see `resolve_data_dir`); None → $TFMETA_DATA_DIR, and
         when that is unset too, TFDS (downloads).
@@ -186,8 +200,13 @@ def load_class_images(dataset="omniglot", split="background", image_size=28,
       channels: 1 (gray) or 3 (gray repeated).
       rotations: add 90/180/270-degree rotated copies as new classes (x4 classes).
       validation_classes, split_seed: the train/validation character split.
+      split_dir: Omniglot only: a folder of published class lists (e.g. the Vinyals
+        split, `splits/vinyals` under the Omniglot data folder; see
+        `splits.resolve_split_dir`). The classes, rotations included, are the lines of
+        the list, drawn from both archives pooled; `rotations=True` is a ConfigError.
     """
-    from tfmeta.data import mnist, omniglot  # late: those modules import this one
+    # late: those modules import this one
+    from tfmeta.data import mnist, omniglot, splits
 
     loaders = {"omniglot": omniglot.load_omniglot, "mnist": mnist.load_mnist}
     if dataset not in loaders:
@@ -196,9 +215,23 @@ def load_class_images(dataset="omniglot", split="background", image_size=28,
         raise ConfigError(f"channels must be 1 or 3; got {channels}")
     if int(image_size) < 1:
         raise ConfigError(f"image_size must be positive; got {image_size}")
-    images = loaders[dataset](split=split, image_size=int(image_size), data_dir=data_dir,
-                              cache_dir=cache_dir, validation_classes=validation_classes,
-                              split_seed=split_seed)
+    if split_dir:
+        if dataset != "omniglot":
+            raise ConfigError("--split_dir lists Omniglot classes; it needs "
+                              "--dataset=omniglot")
+        if rotations:
+            raise ConfigError("--rotations with --split_dir: the split lists name their "
+                              "rotation classes (rot000..rot270) themselves; set "
+                              "--rotations=false")
+        path = splits.split_list_path(splits.resolve_split_dir(split_dir, data_dir), split)
+        classes = splits.read_split_list(path)
+        source = omniglot.load_pooled(int(image_size), data_dir, cache_dir)
+        images = splits.select_classes(source, classes, path)
+    else:
+        images = loaders[dataset](split=split, image_size=int(image_size),
+                                  data_dir=data_dir, cache_dir=cache_dir,
+                                  validation_classes=validation_classes,
+                                  split_seed=split_seed)
     if rotations:
         images = images.with_rotations()
     images = images.with_channels(channels)

@@ -23,7 +23,8 @@ from tfmeta.data.class_images import ClassImages, resolve_data_dir
 from tfmeta.data.preprocess import area_resize
 from tfmeta.errors import ConfigError, DataError
 
-__all__ = ["SPLITS", "load_omniglot", "decode_archive", "split_train_validation"]
+__all__ = ["SPLITS", "load_omniglot", "load_pooled", "decode_archive",
+           "split_train_validation"]
 
 _log = logging.getLogger(__name__)
 
@@ -154,3 +155,13 @@ def load_omniglot(split="background", image_size=28, data_dir=None, cache_dir=No
         return source
     train, validation = split_train_validation(source, validation_classes, split_seed)
     return {"train": train, "validation": validation}[part]
+
+
+def load_pooled(image_size=28, data_dir=None, cache_dir=None):
+    """Every Omniglot character: the background then the evaluation archive (1,623
+    classes named "Alphabet/characterNN"; their alphabets are disjoint), each decoded
+    once through the cache. The source of published class lists (tfmeta.data.splits).
+    """
+    return ClassImages.concatenate([
+        load_omniglot(split, image_size, data_dir, cache_dir)
+        for split in ("background", "evaluation")])

@@ -1,0 +1,171 @@
+"""tfmeta.fewshot: published split lists end to end, meta-tests at several ways, the
+meta-learning-rate decay, and the errors a run raises before it trains."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfmeta import config as cfg
+from tfmeta.errors import ConfigError, DataError
+from trainers import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _lists(folder, **lists):
+    os.makedirs(folder, exist_ok=True)
+    for name, lines in lists.items():
+        with open(os.path.join(folder, f"{name}.txt"), "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+    return str(folder)
+
+
+def _rotated(characters, rotations=("000", "090")):
+    return [f"{c}/rot{r}" for c in characters for r in rotations]
+
+
+# Training: the 6 background characters x 2 rotations; validation: 2 of them (as
+# Vinyals' val is part of trainval); test: the 2 evaluation characters x 4 rotations.
+TRAIN = _rotated([f"Bg{a}/character{c:02d}" for a in (0, 1) for c in (1, 2, 3)])
+VAL = _rotated(["Bg1/character02"])
+TEST = _rotated(["Ev0/character01", "Ev0/character02"], ("000", "090", "180", "270"))
+
+
+def _config(tmp_path, split_dir, data_dir, *extra):
+    argv = ["prog", "--algorithm=protonet", "--n_way=2", "--train_n_way=3", "--k_shot=1",
+            "--k_query=2", "--meta_batch_size=1", "--num_steps=2", "--log_every=1",
+            "--eval_every=2", "--checkpoint_every=2", "--eval_tasks=3",
+            f"--workdir={tmp_path / 'run'}", f"--data_dir={data_dir}",
+            f"--cache_dir={tmp_path / 'cache'}", f"--split_dir={split_dir}",
+            "--train_split=trainval", "--val_split=val", "--eval_split=test", *extra]
+    return common.parse_config(cfg.FewShotConfig(), argv)
+
+
+def test_split_lists_end_to_end_tested_at_every_way(pooled_omniglot_dir, tmp_path):
+    from tfmeta import fewshot
+    split_dir = _lists(tmp_path / "lists", trainval=TRAIN, val=VAL, test=TEST)
+    config = _config(tmp_path, split_dir, pooled_omniglot_dir, "--test_n_ways=5,3")
+    assert config.test_ways == (2, 3, 5)
+    lines = []
+    result = fewshot.run(config, log=lines.append)
+    listed = os.path.join(split_dir, "{}.txt")
+    assert [ln for ln in lines if ln.startswith("[data]")] == [
+        f"[data] train: trainval, 12 classes ({listed.format('trainval')})",
+        f"[data] val: val, 2 classes ({listed.format('val')})",
+        f"[data] test: test, 8 classes ({listed.format('test')})"]
+    tests = [ln for ln in lines if ln.startswith("[test]")]
+    assert [ln.split(":")[1].split()[0] for ln in tests] == ["2-way", "3-way", "5-way"]
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert sorted(saved["tests"]) == ["2way", "3way", "5way"]
+    assert saved["test"] == saved["tests"]["2way"] == result["test"]
+    for test in saved["tests"].values():
+        assert 0 <= test["accuracy"] <= 1 and test["ci95"] >= 0 and test["num_tasks"] == 3
+
+
+def test_ways_beyond_a_split_are_refused_before_training(pooled_omniglot_dir, tmp_path):
+    from tfmeta import fewshot
+    split_dir = _lists(tmp_path / "lists", trainval=TRAIN, val=VAL, test=TEST)
+    with pytest.raises(ConfigError, match=r"--test_n_ways: 9-way tasks need 9 classes, "
+                                          r"but the test split 'test' has 8 \(.*test.txt\)"):
+        fewshot.run(_config(tmp_path, split_dir, pooled_omniglot_dir, "--test_n_ways=9"),
+                    log=lambda m: None)
+    with pytest.raises(ConfigError, match=r"--n_way: 3-way .* val split 'val' has 2 "
+                                          r"\(.*val.txt\)"):
+        fewshot.run(_config(tmp_path, split_dir, pooled_omniglot_dir, "--n_way=3"),
+                    log=lambda m: None)
+    with pytest.raises(ConfigError, match=r"--train_n_way: 13-way .*trainval.txt"):
+        fewshot.run(_config(tmp_path, split_dir, pooled_omniglot_dir, "--train_n_way=13"),
+                    log=lambda m: None)
+    assert not (tmp_path / "run").exists()   # nothing trained, nothing written
+
+
+def test_training_list_overlapping_the_test_list_is_refused(pooled_omniglot_dir, tmp_path):
+    from tfmeta import fewshot
+    split_dir = _lists(tmp_path / "lists", trainval=TRAIN + ["Ev0/character02/rot270"],
+                       val=VAL, test=TEST)
+    with pytest.raises(DataError, match=r"trainval.txt:13: Ev0/character02/rot270 "
+                                        r"overlaps the test list \(.*test.txt:5: "):
+        fewshot.run(_config(tmp_path, split_dir, pooled_omniglot_dir), log=lambda m: None)
+
+
+def test_trainer_prints_one_line_naming_file_and_line(pooled_omniglot_dir, tmp_path):
+    split_dir = _lists(tmp_path / "lists", trainval=TRAIN[:1] + ["Bg0/character02/rot45"],
+                       val=VAL, test=TEST)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainers.fewshot", "--algorithm=protonet",
+         f"--workdir={tmp_path / 'run'}", f"--data_dir={pooled_omniglot_dir}",
+         f"--cache_dir={tmp_path / 'cache'}", f"--split_dir={split_dir}",
+         "--train_split=trainval", "--val_split=val", "--eval_split=test", "--threads=1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "trainval.txt:2: 'Bg0/character02/rot45'" in errors[0]
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--algorithm=maml", "--train_n_way=0", "--test_n_ways=5,20"],
+     "--test_n_ways=5,20 tests other ways than --n_way=2, which only --algorithm=protonet"),
+    (["--test_n_ways=5,x"], "--test_n_ways must be comma-separated integers"),
+    (["--test_n_ways=0"], "--test_n_ways must list positive ways"),
+    (["--algorithm=reptile", "--train_n_way=0", "--meta_lr_decay_every=10"],
+     "--meta_lr_decay_every decays --meta_lr, which --algorithm=reptile does not use"),
+    (["--meta_lr_decay_rate=0"], r"--meta_lr_decay_rate must be in \(0, 1\]"),
+    (["--rotations=true"], "--rotations with --split_dir"),
+])
+def test_config_errors_name_the_flag(extra, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        _config(tmp_path, "unused", "unused", *extra)
+
+
+def test_maml_tests_only_its_n_way(tmp_path):
+    config = _config(tmp_path, "unused", "unused", "--algorithm=maml", "--train_n_way=0",
+                     "--test_n_ways=2")
+    assert config.test_ways == (2,)
+
+
+def test_meta_lr_halves_every_decay_steps(tmp_path):
+    from tfmeta import fewshot
+    schedule = fewshot.meta_lr_schedule(1e-3, decay_every=2, decay_rate=0.5)
+    np.testing.assert_allclose([float(schedule(i)) for i in range(6)],
+                               [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4], rtol=1e-6)
+    assert fewshot.meta_lr_schedule(1e-3) == 1e-3
+    # The learner's optimiser follows it, one decay count per meta-step.
+    config = _config(tmp_path, "unused", "unused", "--meta_lr_decay_every=2")
+    _, learner = fewshot.build_learner(config)
+    rng = np.random.default_rng(0)
+    support = (rng.random((1, 2, 28, 28, 1), np.float32), np.array([[0, 1]], np.int32))
+    query = (rng.random((1, 4, 28, 28, 1), np.float32), np.array([[0, 0, 1, 1]], np.int32))
+    rates = []
+    for step in range(5):
+        rates.append(float(learner.optimizer.learning_rate))
+        learner.meta_step(support, query, step)
+    np.testing.assert_allclose(rates, [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shot", [1, 5])
+def test_vinyals_protonet_configs_state_the_published_recipe(shot):
+    config = common.parse_config(cfg.FewShotConfig(), [
+        "prog", f"--flagfile={ROOT}/configs/vinyals_protonet_{shot}shot.cfg"])
+    d, t = config.data, config.task
+    assert (d.split_dir, d.train_split, d.val_split, d.eval_split, d.rotations) == (
+        "splits/vinyals", "trainval", "val", "test", False)
+    assert (t.training_n_way, t.k_shot, t.training_k_query, t.k_query) == (60, shot, 5, 15)
+    assert config.test_ways == (5, 20) and config.train.eval_tasks == 1000
+    assert (config.outer.meta_lr, config.meta_lr_decay_every,
+            config.meta_lr_decay_rate) == (1e-3, 2000, 0.5)
+
+
+@pytest.mark.parametrize("way", [5, 20])
+def test_vinyals_maml_configs_nest_the_omniglot_ones(way, monkeypatch):
+    monkeypatch.chdir(ROOT)   # the nested --flagfile is relative to the repository
+    parse = lambda name: common.parse_config(   # noqa: E731
+        cfg.FewShotConfig(), ["prog", f"--flagfile=configs/{name}.cfg"])
+    base, vinyals = parse(f"omniglot_maml_{way}w1s"), parse(f"vinyals_maml_{way}w1s")
+    assert (vinyals.task, vinyals.inner, vinyals.outer) == (base.task, base.inner, base.outer)
+    assert vinyals.data == cfg.DataConfig(split_dir="splits/vinyals", train_split="trainval",
+                                          val_split="val", eval_split="test")
+    assert base.data.rotations and base.data.split_dir is None
