@@ -201,3 +201,59 @@ def test_cli_end_to_end_on_tiny_data(tiny_omniglot_dir, checkpoint, tmp_path):
     values(["prog", f"--checkpoint={checkpoint}", "--method_names=a,b", f"--out={out}"])
     with pytest.raises(ConfigError, match="method names"):
         evaluate.run(values)
+
+
+# ---- strict restore: a checkpoint that does not match its config.json --------------------
+
+def _edited_workdir(checkpoint, folder, **changes):
+    """Copy of the checkpoint's workdir whose config.json has `changes` (section.key)."""
+    import shutil
+    shutil.copytree(checkpoint, folder)
+    with open(folder / "config.json") as f:
+        config = json.load(f)
+    for key, value in changes.items():
+        section, name = key.split("__")
+        config[section][name] = value
+    with open(folder / "config.json", "w") as f:
+        json.dump(config, f)
+    return str(folder)
+
+
+@pytest.mark.parametrize("changes,unmatched", [
+    ({"outer__algorithm": "meta_sgd"}, "inner_lr_"),   # variables the run never had
+    ({"data__channels": 3}, "to_image"),                   # same names, other shapes
+])
+def test_restore_is_strict(checkpoint, tmp_path, changes, unmatched):
+    workdir = _edited_workdir(checkpoint, tmp_path / "edited", **changes)
+    with pytest.raises(ConfigError, match="does not match the model") as info:
+        generation.restore_model(workdir)
+    assert workdir in str(info.value) and unmatched in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("cli", ["trainers.adapt", "trainers.evaluate",
+                                 "export.export_saved_model"])
+def test_clis_refuse_a_mismatched_checkpoint_in_one_line(cli, checkpoint, tmp_path,
+                                                         tiny_omniglot_dir):
+    import subprocess
+    import sys
+    from PIL import Image
+    workdir = _edited_workdir(checkpoint, tmp_path / "edited", outer__algorithm="meta_sgd")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    page = np.full((28, 28), 255, np.uint8)
+    page[8:20, 10:14] = 0
+    Image.fromarray(page).save(tmp_path / "a.png")
+    args = {
+        "trainers.adapt": [f"--images={tmp_path / 'a.png'}", f"--out={tmp_path / 'g.png'}"],
+        "trainers.evaluate": [
+            f"--flagfile={os.path.join(root, 'configs/eval_tiny.cfg')}",
+            f"--data_dir={_distinct_alphabets(tiny_omniglot_dir, tmp_path / 'data')}",
+            f"--cache_dir={tmp_path / 'cache'}", f"--out={tmp_path / 'eval'}"],
+        "export.export_saved_model": ["--model_name=m", f"--base_path={tmp_path / 'm'}"],
+    }[cli]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", cli, f"--checkpoint={workdir}", *args],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode != 0
+    assert "does not match the model" in proc.stderr and workdir in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr

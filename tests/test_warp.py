@@ -201,3 +201,67 @@ def test_warp_regularizer_prices_squeezes_not_translations():
     penalties, total = losses.warp_regularizer(shift, source, erased, ink=5.0)
     assert float(penalties["ink_change"]) == pytest.approx(1.0)
     assert float(total) == pytest.approx(5.0)
+
+
+def _warping_model(context_dim=3):
+    """A tiny warp model whose flow head is random, so samples are real deformations."""
+    model = _warp_model(context_dim=context_dim)
+    rng = np.random.default_rng(3)
+    for v in model.warp.flow_out.trainable_variables:
+        v.assign(rng.normal(0, 0.3, v.shape).astype(np.float32))
+    return model
+
+
+def test_registration_cost_averages_the_other_supports_pair_elbos():
+    model = _warping_model()
+    params = model.read_params()
+    support = tf.constant(_images(3, seed=7))
+    images = tf.constant(_images(4, seed=8))
+    index = tf.constant([0, 2, 1, 2])
+    with model._scope(params):
+        cost = model.registration_cost(images, index, support).numpy()
+        c = model._context(support, 1)
+        expected = []
+        for m in range(4):
+            pairs = []
+            for j in range(3):
+                if j == int(index[m]):
+                    continue
+                s, x = support[j:j + 1], images[m:m + 1]
+                mean, logvar = model.warp.encode(s, x, c)
+                prior = model.warp.prior(s, c)
+                warped = model.warp((s, mean, c))
+                rec, kl = losses.warp_elbo_terms(warped, x, mean, logvar, prior_mean=prior[0],
+                                                 prior_logvar=prior[1])
+                pairs.append(float(rec[0] + model.config.kl_weight * kl[0]))
+            expected.append(np.mean(pairs))
+        # K = 1: the source itself is the only reference.
+        one = model.registration_cost(images[:1], tf.constant([0]), support[:1]).numpy()
+        c = model._context(support[:1], 1)   # the context of the one-drawing support set
+        mean, logvar = model.warp.encode(support[:1], images[:1], c)
+        prior = model.warp.prior(support[:1], c)
+        rec, kl = losses.warp_elbo_terms(model.warp((support[:1], mean, c)), images[:1],
+                                         mean, logvar, prior_mean=prior[0],
+                                         prior_logvar=prior[1])
+    np.testing.assert_allclose(cost, expected, rtol=2e-4)
+    np.testing.assert_allclose(one, rec + model.config.kl_weight * kl, rtol=2e-4)
+
+
+def test_rerank_keeps_the_candidates_closest_to_their_sources_cost():
+    import dataclasses
+    model = _warping_model()
+    params = model.read_params()
+    support = tf.constant(_images(3, seed=9))
+    seed = tf.constant([5, 0], tf.int64)
+    with model._scope(params):
+        candidates, index = model._warp_candidates(12, seed, support)
+        cost = model.registration_cost(tf.concat([candidates, support], 0),
+                                       tf.concat([index, tf.range(3)], 0), support).numpy()
+    excess = cost[:12] - cost[12:][index.numpy()]
+    expected = candidates.numpy()[np.argsort(excess, kind="stable")[:4]]
+    model.config = dataclasses.replace(model.config, rerank=3)
+    chosen = model.sample(params, 4, seed, support).numpy()
+    np.testing.assert_allclose(chosen, expected, atol=1e-6)
+    np.testing.assert_array_equal(chosen, model.sample(params, 4, seed, support).numpy())
+    with pytest.raises(ConfigError, match="rerank"):
+        dataclasses.replace(model.config, rerank=0).validate()

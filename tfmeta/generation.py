@@ -29,6 +29,7 @@ Zintgraf et al. 2019, arXiv:1810.03642) while the weights are meta-learned.
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -179,6 +180,59 @@ class GenerativeModel:
     def _warp_sample(self, num_samples, seed, support):
         """Warps of support drawings (seeded); see `GenerationConfig.warp_sampling`.
 
+        With `rerank` = r > 1, r * num_samples candidates are drawn and the num_samples
+        whose `registration_cost` exceeds their source drawing's own by the least are
+        returned, best first.
+        """
+        r = self.config.rerank
+        images, index = self._warp_candidates(num_samples * r, seed, support)
+        if r == 1:
+            return images
+        # Each candidate is judged against its own source drawing: how much harder it is
+        # to reach from the other supports than the source itself is (an unusual support
+        # - a bold pen, a shifted drawing - is as hard to reach as its warps are).
+        k = tf.shape(support)[0]
+        cost = self.registration_cost(tf.concat([images, support], 0),
+                                      tf.concat([index, tf.range(k)], 0), support)
+        m = tf.shape(images)[0]
+        excess = cost[:m] - tf.gather(cost[m:], index)
+        return tf.gather(images, tf.math.top_k(-excess, num_samples).indices)
+
+    def registration_cost(self, images, source_index, support):
+        """How badly the supports other than each image's source register to it.
+
+        For every image x_m and support s_j (j != source_index[m]; with K = 1, the
+        source itself), the negative warp ELBO of s_j -> x_m with z the posterior mean,
+        averaged over j: a drawing of the class can be reached by a plausible warp from
+        every drawing of it, an implausible deformation (folded or squeezed strokes)
+        only from the drawing it was made from.
+
+        Args:
+          images: [M, H, W, C] in [-1, 1]; source_index: int [M] into support;
+          support: [K, H, W, C] in [-1, 1].
+        Returns:
+          float [M] (nats).
+        """
+        m, k = tf.shape(images)[0], tf.shape(support)[0]
+        source = tf.reshape(tf.tile(support[None], [m, 1, 1, 1, 1]),
+                            tf.concat([[m * k], tf.shape(support)[1:]], 0))
+        target = tf.repeat(images, k, axis=0)
+        c = self._context(support, m * k)
+        mean, logvar = self.warp.encode(source, target, c)
+        prior_mean, prior_logvar = self.warp.prior(source, c)
+        warped = self._rendered(self.warp(self._warp_inputs(source, mean, c), training=True),
+                                source)
+        reconstruction, kl = losses.warp_elbo_terms(warped, target, mean, logvar,
+                                                    prior_mean=prior_mean,
+                                                    prior_logvar=prior_logvar)
+        cost = tf.reshape(reconstruction + self.config.kl_weight * kl, [m, k])
+        other = tf.logical_or(tf.range(k)[None, :] != source_index[:, None], k == 1)
+        weight = tf.cast(other, cost.dtype)
+        return tf.reduce_sum(cost * weight, 1) / tf.reduce_sum(weight, 1)
+
+    def _warp_candidates(self, num_samples, seed, support):
+        """(images [num_samples, H, W, C], source index [num_samples]).
+
         A source s_i is drawn uniformly from the supports, then
         "pairs" (K >= 2): another support s_j is drawn, z = the posterior mean of
           q(z | s_i, s_j) + temperature * eps, and the warp is scaled by
@@ -225,7 +279,7 @@ class GenerativeModel:
             out = tf.cond(has_pairs, pair_step, lambda: prior_step(source))
         else:   # "pairs+prior"
             out = prior_step(tf.cond(has_pairs, pair_step, lambda: source))
-        return self._rendered(out, source)
+        return self._rendered(out, source), index
 
     def _rendered(self, warped, source):
         """With `match_ink`, the warped drawing carries its source's ink values."""
@@ -365,8 +419,31 @@ def restore_model(checkpoint):
     model = GenerativeModel(config, seed=config.train.seed)
     learner = build_learner(config, model)
     ckpt, _, _ = train_lib.make_checkpoint(learner)
-    ckpt.restore(prefix).expect_partial()
+    status = None
+    try:
+        # Strict: every variable of the rebuilt model must come from the checkpoint (a
+        # silent partial restore would serve freshly initialised weights).
+        status = ckpt.restore(prefix)
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        if status is not None:
+            status.expect_partial()   # no second warning about the unrestored values
+        raise ConfigError(f"{workdir}: checkpoint {os.path.basename(prefix)} does not match "
+                          f"the model that its config.json describes ({_mismatch(e)}); was "
+                          "config.json edited or the checkpoint copied from another run?"
+                          ) from None
+    status.expect_partial()   # optimiser slots the rebuilt learner has not created yet
     return config, model, learner
+
+
+def _mismatch(error):
+    """One line naming what a failed restore could not match."""
+    text = " ".join(str(error).split())
+    names = re.findall(r"name=([^\s,>]+)", text) or re.findall(r"'([^']+):0'", text)
+    if names:
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        return "unmatched: " + ", ".join(names[:3]) + more
+    return text[:300]
 
 
 class GenerativeModule(tf.Module):

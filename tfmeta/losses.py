@@ -19,7 +19,7 @@ __all__ = [
     "wasserstein_generator_loss", "wasserstein_discriminator_loss", "gradient_penalty",
     "hinge_generator_loss", "hinge_discriminator_loss",
     "nonsaturating_generator_loss", "nonsaturating_discriminator_loss",
-    "vae_elbo_loss", "gaussian_kl", "gaussian_blur", "warp_elbo_loss",
+    "vae_elbo_loss", "gaussian_kl", "gaussian_blur", "warp_elbo_terms", "warp_elbo_loss",
     "warp_regularizer", "GAN_LOSSES",
     "WARP_BLUR_SIGMAS", "WARP_PIXEL_SIGMA",
 ]
@@ -178,6 +178,28 @@ def gaussian_blur(images, sigma):
     return tf.nn.depthwise_conv2d(out, cols, [1, 1, 1, 1], "SAME")
 
 
+def warp_elbo_terms(warped, targets, mean, logvar, blur_sigmas=WARP_BLUR_SIGMAS,
+                    pixel_sigma=WARP_PIXEL_SIGMA, prior_mean=None, prior_logvar=None):
+    """Per-pair terms of the negative warp ELBO (see `warp_elbo_loss`).
+
+    Args:
+      warped, targets: float [N, H, W, C] in [-1, 1].
+      mean, logvar: float [N, latent_dim] of the posterior.
+      prior_mean, prior_logvar: of a learned conditional prior (default N(0, I)).
+
+    Returns:
+      (reconstruction [N], kl [N]) in nats.
+    """
+    warped = tf.convert_to_tensor(warped)
+    diff = (warped - tf.cast(targets, warped.dtype)) / 2.0
+    reconstruction = 0.0
+    for sigma in blur_sigmas:
+        blurred = gaussian_blur(diff, sigma)
+        reconstruction += tf.reduce_sum(tf.square(blurred), axis=[1, 2, 3])
+    reconstruction = reconstruction / (2.0 * pixel_sigma ** 2)
+    return reconstruction, gaussian_kl(mean, logvar, prior_mean, prior_logvar)
+
+
 def warp_elbo_loss(warped, targets, mean, logvar, beta=1.0, blur_sigmas=WARP_BLUR_SIGMAS,
                    pixel_sigma=WARP_PIXEL_SIGMA, prior_mean=None, prior_logvar=None):
     """Negative ELBO of a warp VAE (tfmeta.models.warp) on pairs (source -> target).
@@ -196,14 +218,9 @@ def warp_elbo_loss(warped, targets, mean, logvar, beta=1.0, blur_sigmas=WARP_BLU
     Returns:
       (loss scalar, {"reconstruction", "kl"}), batch means (nats).
     """
-    warped = tf.convert_to_tensor(warped)
-    diff = (warped - tf.cast(targets, warped.dtype)) / 2.0
-    reconstruction = 0.0
-    for sigma in blur_sigmas:
-        blurred = gaussian_blur(diff, sigma)
-        reconstruction += tf.reduce_mean(tf.reduce_sum(tf.square(blurred), axis=[1, 2, 3]))
-    reconstruction = reconstruction / (2.0 * pixel_sigma ** 2)
-    kl = tf.reduce_mean(gaussian_kl(mean, logvar, prior_mean, prior_logvar))
+    reconstruction, kl = warp_elbo_terms(warped, targets, mean, logvar, blur_sigmas,
+                                         pixel_sigma, prior_mean, prior_logvar)
+    reconstruction, kl = tf.reduce_mean(reconstruction), tf.reduce_mean(kl)
     return reconstruction + beta * kl, {"reconstruction": reconstruction, "kl": kl}
 
 
