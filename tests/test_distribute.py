@@ -168,7 +168,7 @@ def test_one_replica_mirrored_meta_step_equals_default():
     metrics = wrapped.meta_step(support, query, 2)
     np.testing.assert_allclose(_flat(model_b), _flat(model_a), atol=1e-6)
     assert set(metrics) >= {"query_loss", "meta_grad_norm"}
-    assert wrapped.num_inner_steps == 1   # other attributes are the learner's
+    assert wrapped.learner.num_inner_steps == 1 and wrapped.inner_rule() is learner.inner_rule()
 
 
 # ---- subprocesses -------------------------------------------------------------------------

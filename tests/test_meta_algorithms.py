@@ -468,3 +468,36 @@ def test_learner_arguments_are_validated():
     with pytest.raises(ConfigError, match="param_indices"):
         MAML(model.trainable_variables, Objective(objective.loss_fn, [5]), objective,
              SGD(0.1), 1, meta_optimizer=keras.optimizers.SGD(0.1))
+
+
+def test_every_learner_conforms_to_the_learner_contract(tiny):
+    """tfmeta.meta.MetaLearner: each algorithm of make_learner, ProtoNet and the
+    tf.distribute wrapper; adapt_and_evaluate works the same way on all of them."""
+    from tfmeta import distribute
+    from tfmeta.meta import MetaLearner, ProtoNet, make_learner
+    model, support, query = tiny
+    objective = classification_objective(model)
+    learners = {name: make_learner(name, model.trainable_variables, objective, objective,
+                                   inner_optimizer="sgd", inner_lr=0.1, num_inner_steps=1,
+                                   meta_optimizer=keras.optimizers.SGD(0.01))
+                for name in ("maml", "fomaml", "meta_sgd", "meta_curvature", "reptile",
+                             "aggregation")}
+    encoder = keras.Sequential([keras.Input((4, 4, 1), dtype=F64),
+                                keras.layers.Flatten(dtype=F64), keras.layers.Dense(4, dtype=F64)])
+    learners["protonet"] = ProtoNet(encoder, 3, keras.optimizers.Adam(1e-3))
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        mirrored = make_learner("maml", [tf.Variable(v) for v in model.trainable_variables],
+                                objective, objective, inner_optimizer="sgd", inner_lr=0.1,
+                                num_inner_steps=1, meta_optimizer=keras.optimizers.SGD(0.01))
+    learners["distributed"] = distribute.DistributedLearner(mirrored, strategy)
+    for name, learner in learners.items():
+        assert isinstance(learner, MetaLearner), name
+        assert (learner.inner_rule() is None) == (name == "protonet"), name
+        assert isinstance(learner.trackables(), dict) and learner.trackables(), name
+        if name in ("protonet", "distributed"):
+            continue
+        metrics = learner.adapt_and_evaluate(support, query, 0, num_steps=1)
+        assert 0.0 <= float(metrics["query_accuracy"]) <= 1.0, name
+    metrics = learners["protonet"].adapt_and_evaluate(support, query, 0)
+    assert 0.0 <= float(metrics["query_accuracy"]) <= 1.0

@@ -46,7 +46,7 @@ def test_evaluate_equals_numpy_nearest_prototype(train_n_way):
     # Shift the query points so that some are misclassified: accuracy is not trivially 1.
     query = (query[0] + tf.constant(rng.normal(scale=3.0, size=query[0].shape), tf.float32),
              query[1])
-    metrics = net.evaluate(support, query)
+    metrics = net.adapt_and_evaluate(support, query)
     s, sl, q, ql = (x.numpy() for x in (*support, *query))
     correct, losses = [], []
     for t in range(2):
@@ -78,7 +78,7 @@ def test_meta_step_learns_and_traces_once():
               for step in range(25)]
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert net.compiled_meta_step.experimental_get_tracing_count() == 1
-    assert float(net.evaluate(batch(1), batch(5))["query_accuracy"]) > 0.8
+    assert float(net.adapt_and_evaluate(batch(1), batch(5))["query_accuracy"]) > 0.8
 
 
 def test_conv4_shapes_parameters_and_config():

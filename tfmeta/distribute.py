@@ -141,10 +141,11 @@ class DistributedLearner:
       Meta-SGD, Reptile, ModelAggregation), built inside `strategy.scope()`.
     strategy: MirroredStrategy or MultiWorkerMirroredStrategy.
 
-    Offers the learner interface used by tfmeta.train.run: `meta_step(support, query,
-    step)` (same task batch and metrics as the wrapped learner's), `trackables()`,
-    `adapt_and_evaluate(...)` (meta-test on the local device, read-only); any other
-    attribute is the wrapped learner's.
+    Conforms to tfmeta.meta.MetaLearner: `meta_step(support, query, step)` (same task
+    batch and metrics as the wrapped learner's), `trackables()`, `adapt_and_evaluate(...)`
+    (meta-test on the local device, read-only), `inner_rule()` and
+    `update_rule_variables` (the wrapped learner's); `variables` and `learner` give the
+    wrapped learner's parameters and the learner itself.
     """
 
     def __init__(self, learner, strategy):
@@ -162,12 +163,17 @@ class DistributedLearner:
         self.num_replicas = num_replicas(strategy)
         self.compiled_meta_step = tf.function(self._meta_step_graph, reduce_retracing=True)
 
-    def __getattr__(self, name):
-        # Only called for attributes not found here: the wrapped learner's (e.g.
-        # `variables`, `_inner_rule` used by adaptation helpers).
-        if name == "learner":
-            raise AttributeError(name)
-        return getattr(self.learner, name)
+    @property
+    def variables(self):
+        """The wrapped learner's meta-parameters (mirrored variables)."""
+        return self.learner.variables
+
+    @property
+    def update_rule_variables(self):
+        return self.learner.update_rule_variables
+
+    def inner_rule(self):
+        return self.learner.inner_rule()
 
     def meta_step(self, support, query, step):
         """One meta-update on the global task batch (leading dim B, a multiple of R)."""

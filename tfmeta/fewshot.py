@@ -14,12 +14,12 @@ the original MAML code).
 import keras
 
 from tfmeta import config as cfg
-from tfmeta import distribute, runtime
+from tfmeta import distribute
 from tfmeta import train as train_lib
 from tfmeta.data import TaskSampler, load_class_images, splits
 from tfmeta.errors import ConfigError
 from tfmeta.eval.augmentation import confidence_interval
-from tfmeta.meta import ProtoNet, make_learner
+from tfmeta.meta import ProtoNet, learner_from_config
 from tfmeta.models.classifiers import classification_objective, conv4, conv4_encoder
 
 __all__ = ["build_learner", "meta_lr_schedule", "split_classification_task", "meta_test",
@@ -51,7 +51,7 @@ def build_learner(config):
     keras.utils.set_random_seed(config.train.seed)
     size, ch = config.data.image_size, config.data.channels
     shape, pool = (size, size, ch), _POOL[config.network]
-    inner, outer = config.inner, config.outer
+    outer = config.outer
     meta_opt = keras.optimizers.Adam(meta_lr_schedule(
         outer.meta_lr, config.meta_lr_decay_every, config.meta_lr_decay_rate))
     if outer.algorithm == "protonet":
@@ -59,13 +59,8 @@ def build_learner(config):
         return encoder, ProtoNet(encoder, config.task.n_way, meta_opt)
     model = conv4(config.task.n_way, shape, norm=config.norm, pool=pool)
     objective = classification_objective(model)
-    return model, make_learner(
-        outer.algorithm, model.trainable_variables, objective, objective,
-        inner_optimizer=inner.optimizer, inner_lr=inner.lr, num_inner_steps=inner.num_steps,
-        first_order=inner.first_order, meta_optimizer=meta_opt,
-        meta_step_size=outer.meta_step_size,
-        aggregation_weighting=outer.aggregation_weighting, seed=config.train.seed,
-        parallel_tasks=runtime.task_threads_for(config).parallel_tasks)
+    return model, learner_from_config(config, model.trainable_variables, objective,
+                                      objective, meta_opt)
 
 
 def meta_test(config, learner, class_images, num_tasks, seed, batch=50, n_way=None):
@@ -80,11 +75,8 @@ def meta_test(config, learner, class_images, num_tasks, seed, batch=50, n_way=No
         for i in range(n):   # per task, so the CI is over tasks
             task = sampler.sample(1)
             support, query = split_classification_task(task)
-            if isinstance(learner, ProtoNet):
-                m = learner.evaluate(support, query)
-            else:
-                m = learner.adapt_and_evaluate(support, query, i,
-                                               num_steps=config.inner.eval_num_steps)
+            m = learner.adapt_and_evaluate(support, query, i,
+                                           num_steps=config.inner.eval_num_steps)
             accuracies.append(float(m["query_accuracy"]))
     mean, half = confidence_interval(accuracies)
     return {"accuracy": mean, "ci95": half or 0.0, "num_tasks": len(accuracies)}

@@ -36,11 +36,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfmeta import config as cfg
-from tfmeta import losses, runtime
+from tfmeta import losses
 from tfmeta.data import scale_images
 from tfmeta.errors import ConfigError, DataError
 from tfmeta.meta import (GRADIENT_ALGORITHMS, Objective, adapt as inner_adapt, fold_seed,
-                         make_learner)
+                         learner_from_config)
 from tfmeta.meta.common import tf_variable
 from tfmeta.models import presets
 from tfmeta.models import warp as warp_lib
@@ -363,19 +363,13 @@ class GenerativeModel:
 
 def build_learner(config, model):
     """The learner of `config.outer.algorithm` over `model`'s meta-parameters."""
-    inner, outer = config.inner, config.outer
-    if outer.algorithm not in GRADIENT_ALGORITHMS and config.adapt_scope == "context":
+    if config.outer.algorithm not in GRADIENT_ALGORITHMS and config.adapt_scope == "context":
         raise ConfigError(f"--adapt_scope=context needs a gradient-based outer loop "
                           f"{GRADIENT_ALGORITHMS}: Reptile/aggregation would only move "
                           "the context offset")
-    return make_learner(
-        outer.algorithm, model.variables, model.objectives(inner=True),
-        model.objectives(inner=False), inner_optimizer=inner.optimizer, inner_lr=inner.lr,
-        num_inner_steps=inner.num_steps, first_order=inner.first_order,
-        meta_optimizer=keras.optimizers.Adam(outer.meta_lr, beta_1=0.5),
-        meta_step_size=outer.meta_step_size,
-        aggregation_weighting=outer.aggregation_weighting, seed=config.train.seed,
-        parallel_tasks=runtime.task_threads_for(config).parallel_tasks)
+    return learner_from_config(config, model.variables, model.objectives(inner=True),
+                               model.objectives(inner=False),
+                               keras.optimizers.Adam(config.outer.meta_lr, beta_1=0.5))
 
 
 def adapted_params(learner, model, support_images, steps, seed):
@@ -385,7 +379,7 @@ def adapted_params(learner, model, support_images, steps, seed):
     """
     batch = to_batch(support_images, support_images)
     result = inner_adapt(model.objectives(inner=True), model.read_params(), batch, steps,
-                         learner._inner_rule(), first_order=True, seed=seed)
+                         learner.inner_rule(), first_order=True, seed=seed)
     return result.params
 
 

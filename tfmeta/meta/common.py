@@ -161,7 +161,7 @@ class Learner:
         raise NotImplementedError(f"{type(self).__name__} has no apply_update")
 
     # ---- helpers for subclasses -------------------------------------------------------
-    def _inner_rule(self):
+    def inner_rule(self):
         """The inner update rule; called inside the outer tape (Meta-SGD reads its rates)."""
         return self.inner_update
 
@@ -223,7 +223,7 @@ class Learner:
         return acc, tf.cast(count, tf.float32)
 
     def _adapt_task(self, params, support, task_seed, num_steps, first_order):
-        return adapt(self.inner_objectives, params, support, num_steps, self._inner_rule(),
+        return adapt(self.inner_objectives, params, support, num_steps, self.inner_rule(),
                      first_order=first_order, seed=fold_seed(task_seed, 0),
                      recompute=self.recompute)
 

@@ -143,7 +143,7 @@ class MetaCurvature(MAML):
     def _make_companions(self):
         return [[f for f in factors if f is not None] for factors in self.factors]
 
-    def _inner_rule(self):
+    def inner_rule(self):
         # Read the factors here, inside the caller's outer tape, so they get meta-gradients.
         return Preconditioned(
             self.inner_lr,

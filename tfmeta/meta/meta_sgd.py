@@ -55,7 +55,7 @@ class MetaSGD(MAML):
     def _make_companions(self):
         return list(self.learning_rates)
 
-    def _inner_rule(self):
+    def inner_rule(self):
         # Read the rates here, inside the caller's outer tape, so they get meta-gradients.
         return SGD([tf.convert_to_tensor(lr) for lr in self.learning_rates])
 

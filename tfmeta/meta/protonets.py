@@ -45,9 +45,14 @@ class ProtoNet:
     meta_step(support, query, step): support = (images [B, N*K, H, W, C], labels [B, N*K]),
       query likewise with [B, N*Q]; one optimizer step on the mean query cross-entropy.
       Returns {"query_loss", "query_accuracy", "grad_norm"} float32 scalars. Compiled once.
-    evaluate(support, query): {"query_loss", "query_accuracy"} (training=False call of the
-      encoder; MetaNorm has no running statistics, so this equals training-mode statistics).
+    adapt_and_evaluate(support, query, step, num_steps=None): {"query_loss",
+      "query_accuracy"}; "adaptation" is computing the prototypes (step and num_steps
+      are unused: the common learner signature, tfmeta.meta.MetaLearner). A
+      training=False call of the encoder; MetaNorm has no running statistics, so this
+      equals training-mode statistics.
     """
+
+    update_rule_variables = ()   # no inner loop, nothing learned about one
 
     def __init__(self, encoder, n_way, optimizer):
         if n_way < 2:
@@ -92,9 +97,14 @@ class ProtoNet:
         """One optimizer step on a batch of episodes; returns float32 scalar metrics."""
         return self.compiled_meta_step(support, query, tf.cast(step, tf.int64))
 
-    def evaluate(self, support, query):
+    def adapt_and_evaluate(self, support, query, step=0, num_steps=None):
         """Query loss and accuracy of a batch of episodes (mean over tasks and queries)."""
+        del step, num_steps   # prototypes need no steps; deterministic
         return self.compiled_evaluate(support, query)
+
+    def inner_rule(self):
+        """None: a ProtoNet adapts by computing prototypes, with no inner update rule."""
+        return None
 
     def _meta_step_graph(self, support, query, step):
         del step  # deterministic; kept for the common learner signature

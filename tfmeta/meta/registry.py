@@ -8,7 +8,7 @@ from tfmeta.meta.meta_curvature import MetaCurvature
 from tfmeta.meta.meta_sgd import MetaSGD
 from tfmeta.meta.reptile import Reptile
 
-__all__ = ["GRADIENT_ALGORITHMS", "make_learner"]
+__all__ = ["GRADIENT_ALGORITHMS", "learner_from_config", "make_learner"]
 
 # Algorithms whose outer loop differentiates the outer objectives (a meta-optimizer).
 GRADIENT_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature")
@@ -52,3 +52,19 @@ def make_learner(algorithm, variables, inner_objectives, outer_objectives, *,
         raise ConfigError(f"unknown meta-learning algorithm {algorithm!r}; one of "
                           f"{sorted(builders)}")
     return builders[algorithm]()
+
+
+def learner_from_config(config, variables, inner_objectives, outer_objectives,
+                        meta_optimizer=None):
+    """`make_learner` with the settings of an experiment config (tfmeta.config
+    FewShotConfig or GenerationConfig: its `inner`, `outer` and `train` parts and thread
+    plan); the one place both experiment kinds turn a config into a learner."""
+    from tfmeta import runtime
+    inner, outer = config.inner, config.outer
+    return make_learner(
+        outer.algorithm, variables, inner_objectives, outer_objectives,
+        inner_optimizer=inner.optimizer, inner_lr=inner.lr, num_inner_steps=inner.num_steps,
+        first_order=inner.first_order, meta_optimizer=meta_optimizer,
+        meta_step_size=outer.meta_step_size,
+        aggregation_weighting=outer.aggregation_weighting, seed=config.train.seed,
+        parallel_tasks=runtime.task_threads_for(config).parallel_tasks)
