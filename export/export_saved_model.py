@@ -26,6 +26,7 @@ import tempfile
 
 import numpy as np
 
+from tfmeta.data import scale_images
 from tfmeta.errors import ConfigError, DataError, TfmetaError
 
 __all__ = [
@@ -45,15 +46,25 @@ _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _WARMUP_NUM_SAMPLES = 2
 
 
-def list_versions(model_dir):
-    """Sorted version numbers (int) of the SavedModel directories under `model_dir`.
+def list_versions(model_dir, require_saved_model=False):
+    """Sorted version numbers (int) of the version directories under `model_dir`.
 
-    Like TF Serving's file-system source, only all-digit directory names count.
+    Like TF Serving's file-system source, only all-digit directory names count; a missing
+    `model_dir` has none. The one version listing: the exporter counts every version
+    directory (so none is ever overwritten), `export.serve` passes
+    `require_saved_model=True` to see only those holding a `saved_model.pb`.
     """
     if not os.path.isdir(model_dir):
         return []
+
+    def is_version(name):
+        path = os.path.join(model_dir, name)
+        if require_saved_model:
+            return os.path.isfile(os.path.join(path, "saved_model.pb"))
+        return os.path.isdir(path)
+
     return sorted(int(name) for name in os.listdir(model_dir)
-                  if name.isdigit() and os.path.isdir(os.path.join(model_dir, name)))
+                  if name.isdigit() and is_version(name))
 
 
 def write_warmup_requests(archive, export_dir, model_name):
@@ -204,7 +215,7 @@ def _read_support_images(paths, image_shape):
         images = load_support_images(paths, height, width, channels)
     except ClientError as e:
         raise DataError(f"--support_images: {e}") from e
-    return images.astype(np.float32) / 127.5 - 1.0
+    return scale_images(images, "gan")
 
 
 def _checkpoint_exists(checkpoint):

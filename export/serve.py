@@ -48,13 +48,13 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      prediction_log_pb2, prediction_service_pb2_grpc)
 from tensorflow_serving.config import model_server_config_pb2
 
+from export.export_saved_model import WARMUP_FILE, list_versions
 from tfmeta.errors import ConfigError
 
 __all__ = ["ModelServer", "ServedModel", "RequestError", "load_model_config"]
 
 _log = logging.getLogger("export.serve")
 _State = get_model_status_pb2.ModelVersionStatus.State
-_WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # Inputs whose values (not only dtype/shape) are limited: name -> (min, server attribute).
 _SCALAR_LIMITS = {"num_samples": (1, "max_num_samples"), "steps": (0, "max_steps")}
 
@@ -101,7 +101,7 @@ class _Version:
 
     def warm_up(self, server_model):
         """Replays `assets.extra/tf_serving_warmup_requests`; returns the count."""
-        path = os.path.join(self.path, _WARMUP_FILE)
+        path = os.path.join(self.path, WARMUP_FILE)
         if not os.path.exists(path):
             return 0
         count = 0
@@ -126,13 +126,6 @@ class ServedModel:
         self._lock = threading.Lock()
 
     # -- version management -------------------------------------------------------------
-    def _on_disk(self):
-        if not os.path.isdir(self.base_path):
-            return []
-        return sorted(int(n) for n in os.listdir(self.base_path)
-                      if n.isdigit() and os.path.isfile(
-                          os.path.join(self.base_path, n, "saved_model.pb")))
-
     def _wanted(self, on_disk):
         which = self.policy.WhichOneof("policy_choice")
         if which == "all":
@@ -144,7 +137,7 @@ class ServedModel:
 
     def refresh(self):
         """Loads wanted versions not yet loaded, then unloads unwanted ones."""
-        on_disk = self._on_disk()
+        on_disk = list_versions(self.base_path, require_saved_model=True)
         if not on_disk:
             return  # keep whatever serves (TF Serving would unload; we prefer to serve)
         wanted = self._wanted(on_disk)

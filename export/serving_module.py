@@ -15,10 +15,11 @@ Signatures (all batch dimensions are dynamic, shown as -1 by `saved_model_cli`):
   `seed` int64 [], `steps` int32 [] -> `images` uint8 [N,H,W,C]
 
 Conventions:
-* Pixels on the wire are uint8 0..255, mapped linearly from the model's [-1, 1]
-  (`round((x + 1) * 127.5)`), in both directions: `support_images` are uint8 so clients
-  send what they read from image files (4x smaller than float32). Strokes are bright on
-  a dark background, like the training data.
+* Pixels on the wire are uint8 0..255, mapped linearly from the model's [-1, 1] in both
+  directions by `tfmeta.data.unscale_images` / `scale_images` with `"gan"` (clip to
+  [-1, 1], then `round((x + 1) * 127.5)`, half to even): `support_images` are uint8 so
+  clients send what they read from image files (4x smaller than float32). Strokes are
+  bright on a dark background, like the training data.
 * `steps` is required: TF Serving signatures have no optional inputs, and a separate
   "default steps" signature would hide a number that changes results. `steps = 0` samples
   the unadapted generator (for modules that draw the same latents in both methods, as
@@ -32,28 +33,16 @@ Conventions:
 
 import tensorflow as tf
 
+from tfmeta.data import scale_images, unscale_images
 from tfmeta.errors import ConfigError
 
 __all__ = [
     "ServingArchive",
     "build_serving_archive",
     "SIGNATURE_NAMES",
-    "to_uint8",
-    "from_uint8",
 ]
 
 SIGNATURE_NAMES = ("serving_default", "sample_png", "adapt_and_sample")
-
-
-def to_uint8(images):
-    """float [..] in [-1, 1] -> uint8 0..255 (clipped, rounded)."""
-    images = tf.clip_by_value(tf.cast(images, tf.float32), -1.0, 1.0)
-    return tf.cast(tf.round((images + 1.0) * 127.5), tf.uint8)
-
-
-def from_uint8(images):
-    """uint8 0..255 -> float32 in [-1, 1]."""
-    return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
 class ServingArchive(tf.__internal__.tracking.AutoTrackable):
@@ -84,7 +73,7 @@ class ServingArchive(tf.__internal__.tracking.AutoTrackable):
         def sample_uint8(seed, num_samples):
             with tf.control_dependencies(check_num_samples(num_samples)):
                 images = self._get_module().sample(tf.identity(num_samples), seed)
-            return tf.ensure_shape(to_uint8(images), image_batch)
+            return tf.ensure_shape(unscale_images(images, "gan"), image_batch)
 
         scalar_specs = [tf.TensorSpec([], tf.int64, name="seed"),
                         tf.TensorSpec([], tf.int32, name="num_samples")]
@@ -130,10 +119,10 @@ class ServingArchive(tf.__internal__.tracking.AutoTrackable):
                             "(a single grey level, e.g. all black or all white)"),
             ]
             with tf.control_dependencies(checks):
-                support = from_uint8(support_images)
+                support = scale_images(support_images, "gan")
                 images = self._get_module().adapt_and_sample(
                     support, tf.identity(num_samples), seed, tf.identity(steps))
-            return {"images": tf.ensure_shape(to_uint8(images), image_batch)}
+            return {"images": tf.ensure_shape(unscale_images(images, "gan"), image_batch)}
 
         self.serving_default = serving_default
         self.sample_png = sample_png

@@ -321,6 +321,54 @@ def test_scale_images_rejects_bad_range_and_dtype():
         scale_images(PIXELS, "tanh")
     with pytest.raises(DataError, match="uint8"):
         scale_images(PIXELS.astype(np.float32), "gan")
+    with pytest.raises(ConfigError, match="value_range"):
+        unscale_images(np.zeros(2, np.float32), "tanh")
+
+
+def test_scale_images_float64_and_pixels_range():
+    import tensorflow as tf
+
+    every = np.arange(256, dtype=np.uint8)
+    out = scale_images(every, "classifier", np.float64)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, every.astype(np.float64) / 255.0)
+    np.testing.assert_array_equal(
+        scale_images(tf.constant(every), "classifier", np.float64).numpy(), out)
+    pixels = scale_images(every, "pixels")
+    assert pixels.dtype == np.float32
+    np.testing.assert_array_equal(pixels, every)
+    np.testing.assert_array_equal(unscale_images(pixels, "pixels"), every)
+
+
+# float → uint8 golden values: the serving convention (the exported SavedModel's output):
+# in float32, clip to the range, then round half to even. The float32 inputs marked *
+# land exactly on k + 0.5 in float32; float64 arithmetic (the former
+# tfmeta.eval.features.images_to_uint8) gave 129, 255 and 65 for them instead.
+UNSCALE_GOLDEN = {
+    "gan": ([-1.0, 1.0, -2.0, 3.0, -np.inf, np.inf, 0.0, -0.007843137718737125,
+             0.007843137718737125,  # *
+             0.9960784316062927,    # *
+             -0.4941176176071167],  # *
+            [0, 255, 0, 255, 0, 255, 128, 126, 128, 254, 64]),
+    "classifier": ([0.0, 1.0, -0.5, 1.5, 0.5, 0.2], [0, 255, 0, 255, 128, 51]),
+    "pixels": ([-3.0, 0.5, 1.5, 2.5, 254.5, 255.5, 300.0], [0, 0, 2, 2, 254, 255, 255]),
+}
+
+
+@pytest.mark.parametrize("value_range", sorted(UNSCALE_GOLDEN))
+def test_unscale_images_golden_serving_convention(value_range):
+    import tensorflow as tf
+
+    values, expected = UNSCALE_GOLDEN[value_range]
+    x32 = np.array(values, np.float32)
+    for x in (x32, x32.astype(np.float64), x32.reshape(1, -1, 1, 1)):
+        out = unscale_images(x, value_range)
+        assert isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == x.shape
+        assert out.ravel().tolist() == expected
+    eager = unscale_images(tf.constant(x32), value_range)
+    assert eager.dtype == tf.uint8 and eager.numpy().tolist() == expected
+    graph = tf.function(lambda t: unscale_images(t, value_range))(tf.constant(x32))
+    assert graph.numpy().tolist() == expected
 
 
 # --- real data (skipped without TFMETA_DATA_DIR) -------------------------------------

@@ -266,6 +266,24 @@ def test_feature_extractor_refuses_evaluation_split():
             features.train_feature_extractor(data, epochs=1, seed=0, split=split)
 
 
+def test_kept_uint8_names_follow_the_serving_convention():
+    import tensorflow as tf
+
+    from tfmeta import summaries
+    from tfmeta.data import unscale_images
+
+    # Float32 values landing exactly on k + 0.5 (float64 arithmetic rounded them up), and
+    # clipping; numpy or eager tensors in, numpy out (tests/test_data.py pins the rest).
+    x = np.array([0.007843137718737125, 0.9960784316062927, -0.4941176176071167, 3.0])
+    expected = [128, 254, 64, 255]
+    for to_uint8 in (features.images_to_uint8, summaries.to_uint8):
+        assert to_uint8(x).tolist() == expected
+        out = to_uint8(tf.constant(x, tf.float32))
+        assert isinstance(out, np.ndarray) and out.tolist() == expected
+        assert to_uint8(x / 2 + 0.5, "classifier").tolist() == expected
+    assert unscale_images(x, "gan").tolist() == expected
+
+
 def test_images_to_uint8_and_cache_dir(monkeypatch):
     assert features.images_to_uint8(np.array([-1.0, 0.0, 1.0])).tolist() == [0, 128, 255]
     assert features.images_to_uint8(np.array([0.0, 1.0]), "classifier").tolist() == [0, 255]

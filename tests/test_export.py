@@ -17,7 +17,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from export import export_saved_model as ex
-from export.serving_module import build_serving_archive, to_uint8
+from export.serving_module import build_serving_archive
+from tfmeta.data import unscale_images
 from tfmeta.errors import ConfigError
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -56,12 +57,13 @@ def exported(tmp_path_factory, toy):
 def test_signatures_match_eager_module(toy, support):
     archive = build_serving_archive(toy)
     images = _call(archive, "serving_default", seed=SEED, num_samples=N)["images"].numpy()
-    expected = to_uint8(toy.sample(tf.constant(N), tf.constant(SEED, tf.int64))).numpy()
+    expected = unscale_images(toy.sample(tf.constant(N), tf.constant(SEED, tf.int64)),
+                              "gan").numpy()
     assert images.shape == (N, 28, 28, 1) and images.dtype == np.uint8
     np.testing.assert_array_equal(images, expected)
     # uint8 mapping clips to [-1, 1]: -1 -> 0, 1 -> 255.
-    np.testing.assert_array_equal(to_uint8(tf.constant([-1.0, 1.0, -2.0, 3.0])).numpy(),
-                                  [0, 255, 0, 255])
+    np.testing.assert_array_equal(
+        unscale_images(tf.constant([-1.0, 1.0, -2.0, 3.0]), "gan").numpy(), [0, 255, 0, 255])
     again = _call(archive, "serving_default", seed=SEED, num_samples=N)["images"].numpy()
     other = _call(archive, "serving_default", seed=SEED + 1, num_samples=N)["images"].numpy()
     np.testing.assert_array_equal(images, again)
@@ -76,9 +78,9 @@ def test_signatures_match_eager_module(toy, support):
     np.testing.assert_array_equal(unadapted, images)  # 0 steps == plain sampling
     adapted = _call(archive, "adapt_and_sample", support_images=support, num_samples=N,
                     seed=SEED, steps=3)["images"].numpy()
-    eager = to_uint8(toy.adapt_and_sample(tf.cast(support, tf.float32) / 127.5 - 1.0,
-                                          tf.constant(N), tf.constant(SEED, tf.int64),
-                                          tf.constant(3))).numpy()
+    eager = unscale_images(toy.adapt_and_sample(tf.cast(support, tf.float32) / 127.5 - 1.0,
+                                                tf.constant(N), tf.constant(SEED, tf.int64),
+                                                tf.constant(3)), "gan").numpy()
     assert np.abs(adapted.astype(int) - eager).max() <= 1  # graph vs eager float rounding
     # The toy's inner loss pulls the mean sample towards the mean support image.
     def distance(x):
@@ -126,6 +128,26 @@ def test_versioning_is_atomic_and_monotonic(exported, toy):
     assert sorted(os.listdir(model_dir)) == ["1", "2"]  # failed exports leave no trace
     # Temp dir names can never be taken for versions by TF Serving (digits only).
     assert not ex.TEMP_PREFIX.strip(".").isdigit() and ex.TEMP_PREFIX.startswith(".")
+
+
+def test_list_versions_is_the_one_version_listing(tmp_path):
+    from export import serve
+
+    assert ex.list_versions(str(tmp_path / "missing")) == []
+    for name in ["1", "2", "10", "3x", ".tmp-export-4", "007"]:
+        (tmp_path / name).mkdir()
+    for name in ["2", "10", "007"]:
+        (tmp_path / name / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "5").write_text("a file, not a version")
+    (tmp_path / "1" / "saved_model.pb").mkdir()   # not a file: no SavedModel
+    # The exporter counts every version directory (never overwrites one); the server
+    # only those holding a saved_model.pb file.
+    assert ex.list_versions(str(tmp_path)) == [1, 2, 7, 10]
+    assert ex.list_versions(str(tmp_path), require_saved_model=True) == [2, 7, 10]
+    assert serve.list_versions is ex.list_versions and serve.WARMUP_FILE == ex.WARMUP_FILE
+    model = serve.ServedModel(None, "m", str(tmp_path))
+    model.refresh()   # picks the latest listed version (10, an empty file): fails to load
+    assert model.statuses[10][0] == serve._State.END and not model.versions
 
 
 def test_warmup_records_parse_as_prediction_logs(exported):

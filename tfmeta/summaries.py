@@ -2,15 +2,15 @@
 
 import numpy as np
 
+from tfmeta.data.preprocess import unscale_images
+
 __all__ = ["image_grid", "to_uint8", "write_scalars", "write_image_grid"]
 
 
 def to_uint8(images, value_range="gan"):
-    """Float images in [-1, 1] ("gan") or [0, 1] ("classifier") → uint8 0..255 (numpy)."""
-    x = np.asarray(images, dtype=np.float32)
-    if value_range == "gan":
-        x = (x + 1.0) / 2.0
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+    """Kept name for `tfmeta.data.unscale_images` with numpy output: float images
+    (numpy or eager tensors) in [-1, 1] ("gan") or [0, 1] ("classifier") → uint8 numpy."""
+    return unscale_images(np.asarray(images), value_range)
 
 
 def image_grid(rows, pad=2, pad_value=128):

@@ -1,5 +1,9 @@
 """Pure pixel preprocessing, identical on numpy arrays, eager tensors and in tf.data.
 
+The one home of pixel-range conversion (as big_vision's `value_range` op):
+`scale_images` (uint8 pixels → float in a value range) and `unscale_images` (float in a
+value range → uint8, the serving convention). Every other module calls these.
+
 Scaling divides (rather than multiplies by a rounded reciprocal) so the end points are
 exact in float32: 0 → -1 / 0 and 255 → 1 for both ranges, never 1.0000001.
 """
@@ -14,6 +18,7 @@ __all__ = ["VALUE_RANGES", "scale_images", "unscale_images", "area_resize"]
 VALUE_RANGES = {
     "gan": (127.5, 1.0),        # [-1, 1], the tanh output range of generators
     "classifier": (255.0, 0.0),  # [0, 1]
+    "pixels": (1.0, 0.0),        # [0, 255]: float pixel values (e.g. resampled images)
 }
 
 
@@ -28,35 +33,64 @@ def _is_numpy(x):
     return isinstance(x, (np.ndarray, np.generic))
 
 
-def scale_images(x, value_range):
-    """uint8 images (any shape) → float32 in `[-1, 1]` ("gan") or `[0, 1]`
-    ("classifier"). Returns a numpy array for numpy input, else a `tf.Tensor`."""
+def scale_images(x, value_range, dtype=np.float32):
+    """uint8 pixels → float in a value range: `x / divisor - offset`, computed in `dtype`.
+
+    Args:
+      x: uint8 images of any shape (usually `[N, H, W, C]` or `[H, W, C]`), 0..255: a
+        numpy array, or anything `tf.convert_to_tensor` takes (eager tensors, symbolic
+        tensors inside `tf.function` / `tf.data`).
+      value_range: `"gan"` → `[-1, 1]`, `"classifier"` → `[0, 1]`, `"pixels"` →
+        `[0, 255]` (see `VALUE_RANGES`). 0 and 255 land exactly on the range's ends.
+      dtype: the float dtype of the result: float32 (default), float64 for metrics.
+
+    Returns: the same shape in `dtype`; a numpy array for numpy input, else a `tf.Tensor`.
+    Raises: ConfigError for an unknown `value_range`; DataError for non-uint8 input
+      (already scaled?).
+    """
     divisor, offset = _range(value_range)
     if _is_numpy(x):
         if x.dtype != np.uint8:
             raise DataError(f"scale_images expects uint8 images; got {x.dtype} (already "
                             "scaled?)")
-        return x.astype(np.float32) / np.float32(divisor) - np.float32(offset)
+        dtype = np.dtype(dtype)
+        return x.astype(dtype) / dtype.type(divisor) - dtype.type(offset)
     import tensorflow as tf
 
     x = tf.convert_to_tensor(x)
     if x.dtype != tf.uint8:
         raise DataError(f"scale_images expects uint8 images; got {x.dtype.name} "
                         "(already scaled?)")
-    return tf.cast(x, tf.float32) / divisor - offset
+    return tf.cast(x, tf.as_dtype(dtype)) / divisor - offset
 
 
 def unscale_images(x, value_range):
-    """Inverse of `scale_images`: float in the range → uint8 (rounded, clipped); numpy
-    in, numpy out; tensors in, tensors out. For image grids and PNG export."""
+    """Float images in a value range → uint8 pixels 0..255; the inverse of `scale_images`.
+
+    The serving convention (the exported SavedModel's output): in float32, clip to the
+    range, then round half to even `(x + offset) * divisor`. So for `"gan"`: -1 → 0,
+    0 → 128 (127.5 rounds to even), 1 → 255, values outside `[-1, 1]` are clipped; NaN
+    has no defined result.
+
+    Args:
+      x: float images of any shape (usually `[N, H, W, C]`) in the range of
+        `value_range` (`"gan"` `[-1, 1]`, `"classifier"` `[0, 1]`, `"pixels"`
+        `[0, 255]`): a numpy array (any float dtype; cast to float32 first), or a
+        tensor / anything `tf.convert_to_tensor` takes (eagerly or inside `tf.function`).
+      value_range: as in `scale_images`.
+
+    Returns: uint8, the same shape; a numpy array for numpy input, else a `tf.Tensor`.
+    Raises: ConfigError for an unknown `value_range`.
+    """
     divisor, offset = _range(value_range)
+    low, high = 0.0 / divisor - offset, 255.0 / divisor - offset
     if _is_numpy(x):
-        y = np.rint((np.asarray(x, np.float32) + np.float32(offset)) * np.float32(divisor))
-        return np.clip(y, 0, 255).astype(np.uint8)
+        y = np.clip(np.asarray(x, np.float32), np.float32(low), np.float32(high))
+        return np.rint((y + np.float32(offset)) * np.float32(divisor)).astype(np.uint8)
     import tensorflow as tf
 
-    y = tf.round((tf.cast(x, tf.float32) + offset) * divisor)
-    return tf.cast(tf.clip_by_value(y, 0.0, 255.0), tf.uint8)
+    y = tf.clip_by_value(tf.cast(x, tf.float32), low, high)
+    return tf.cast(tf.round((y + offset) * divisor), tf.uint8)
 
 
 def _area_weights(size_in, size_out):

@@ -23,6 +23,7 @@ import functools
 import numpy as np
 import scipy.ndimage
 
+from tfmeta.data.preprocess import scale_images, unscale_images
 from tfmeta.errors import ConfigError, DataError
 
 __all__ = ["no_augmentation", "traditional_augmentation", "make_traditional_augmentation",
@@ -118,7 +119,7 @@ def traditional_augmentation(support_images, num, seed, *, max_shift=2.0,
     if match_ink:
         from tfmeta.models.warp import match_intensities
         images = match_intensities(images, sources.astype(np.float32)).numpy()
-    return np.clip(np.round(images), 0, 255).astype(np.uint8)
+    return unscale_images(images, "pixels")
 
 
 def make_traditional_augmentation(**params):
@@ -181,10 +182,10 @@ def _shifted(images, dy, dx):
 def nearest_support_distance(images, support, max_shift=COPY_MAX_SHIFT):
     """Pixel L2 distance (ink in [0, 1]) of each image to its nearest support, float64 [N],
     minimised over integer translations of the support by up to `max_shift` px (so a
-    moved copy is still a copy)."""
-    x = np.asarray(images, np.float64).reshape(len(images), -1) / 255.0
+    moved copy is still a copy). images uint8 `[N, H, W, C]`, support uint8 `[K, H, W, C]`."""
+    x = scale_images(np.asarray(images), "classifier", np.float64).reshape(len(images), -1)
     channels = np.asarray(support).shape[-1]
-    s = np.asarray(support, np.float64) / 255.0
+    s = scale_images(np.asarray(support), "classifier", np.float64)
     best = np.full(len(x), np.inf)
     for dy in range(-max_shift, max_shift + 1):
         for dx in range(-max_shift, max_shift + 1):

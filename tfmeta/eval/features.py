@@ -15,7 +15,8 @@ download); even with one, its numbers differ from the reference TF-slim FID grap
 
 Input convention (one place, `_model_input`): images are uint8 `[N, H, W, C]`, 0 =
 background, 255 = ink, as `tfmeta.data.ClassImages` holds them and as generate_fns
-return them; `images_to_uint8` converts generator outputs in [-1, 1] or [0, 1].
+return them; `tfmeta.data.unscale_images` (here also as `images_to_uint8`) converts
+generator outputs in [-1, 1] or [0, 1].
 
 Architecture: 4 blocks of 3x3 conv (64, 64, 128, 128 channels) + BatchNorm + ReLU +
 2x2 max-pool, global average pool, Dense(256) + ReLU (the features), Dense(classes).
@@ -30,6 +31,7 @@ import time
 
 import numpy as np
 
+from tfmeta.data.preprocess import scale_images, unscale_images
 from tfmeta.errors import ConfigError, DataError
 
 __all__ = ["FeatureExtractorConfig", "FeatureExtractor", "InceptionFeatureExtractor",
@@ -96,13 +98,9 @@ def resolve_cache_dir(cache_dir=None):
 
 
 def images_to_uint8(images, value_range="gan"):
-    """Float images in [-1, 1] (`"gan"`) or [0, 1] (`"classifier"`) → uint8 [0, 255]."""
-    offsets = {"gan": (1.0, 127.5), "classifier": (0.0, 255.0)}
-    if value_range not in offsets:
-        raise ConfigError(f"value_range must be one of {sorted(offsets)}; got {value_range!r}")
-    shift, scale = offsets[value_range]
-    images = np.asarray(images, dtype=np.float64)
-    return np.clip(np.round((images + shift) * scale), 0, 255).astype(np.uint8)
+    """Kept name for `tfmeta.data.unscale_images` with numpy output: float images
+    (numpy or eager tensors) in [-1, 1] (`"gan"`) or [0, 1] (`"classifier"`) → uint8."""
+    return unscale_images(np.asarray(images), value_range)
 
 
 def _model_input(images, image_shape):
@@ -111,11 +109,11 @@ def _model_input(images, image_shape):
     if images.dtype != np.uint8:
         raise DataError(f"feature extractor input must be uint8 [N, H, W, C] (0 background, "
                         f"255 ink); got {images.dtype}. Convert generator outputs with "
-                        "tfmeta.eval.features.images_to_uint8")
+                        "tfmeta.data.unscale_images")
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
         raise DataError(f"feature extractor input must be [N, {', '.join(map(str, image_shape))}]"
                         f"; got {images.shape}")
-    return images.astype(np.float32) / 255.0
+    return scale_images(images, "classifier")
 
 
 def _build_classifier(config):
@@ -341,6 +339,7 @@ class InceptionFeatureExtractor:
 
     def features(self, images):
         """uint8 `[N, H, W, 1 or 3]` → float32 `[N, 2048]`."""
+        import keras
         import tensorflow as tf
 
         images = np.asarray(images)
@@ -352,5 +351,6 @@ class InceptionFeatureExtractor:
             x = tf.image.resize(tf.cast(images[start:start + 64], tf.float32), (299, 299))
             if x.shape[-1] == 1:
                 x = tf.repeat(x, 3, axis=-1)
-            out.append(self.model(x / 127.5 - 1.0, training=False).numpy())
+            x = keras.applications.inception_v3.preprocess_input(x)   # x / 127.5 - 1
+            out.append(self.model(x, training=False).numpy())
         return np.concatenate(out) if out else np.zeros((0, 2048), np.float32)
