@@ -257,3 +257,30 @@ def test_clis_refuse_a_mismatched_checkpoint_in_one_line(cli, checkpoint, tmp_pa
     assert proc.returncode != 0
     assert "does not match the model" in proc.stderr and workdir in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_one_seed_gives_the_same_images_in_serving_evaluation_and_the_cli(checkpoint,
+                                                                          tmp_path):
+    """Seed s: the harness (generators), the exported SavedModel's adapt_and_sample and
+    serving_default of a module adapted with s (the path of trainers.adapt and of the
+    demo export) draw identical images."""
+    from export import export_saved_model as ex
+    from export.serving_module import build_serving_archive
+    support = _classes().images_of(2)[:4]
+    harness = generators.meta_generator_fn(checkpoint, steps=2)(support, 6, 11)
+    adapted = generation.adapt(checkpoint, support, steps=2, seed=11)    # trainers.adapt
+    cli = images_to_uint8(adapted.sample(tf.constant(6), tf.constant(11, tf.int64)).numpy())
+    np.testing.assert_array_equal(cli, harness)
+    loaded = tf.saved_model.load(ex.export_generative_module(adapted, str(tmp_path), "m"))
+    served = loaded.signatures["adapt_and_sample"](
+        support_images=tf.constant(support), num_samples=tf.constant(6),
+        seed=tf.constant(11, tf.int64), steps=tf.constant(2))["images"].numpy()
+    default = loaded.signatures["serving_default"](
+        num_samples=tf.constant(6), seed=tf.constant(11, tf.int64))["images"].numpy()
+    np.testing.assert_array_equal(default, served)
+    assert np.abs(served.astype(int) - harness).max() <= 1   # graph vs eager float32
+    archive = build_serving_archive(adapted)
+    np.testing.assert_array_equal(
+        archive.adapt_and_sample(support_images=tf.constant(support),
+                                 num_samples=tf.constant(6), seed=tf.constant(11, tf.int64),
+                                 steps=tf.constant(2))["images"].numpy(), served)

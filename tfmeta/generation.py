@@ -46,7 +46,8 @@ from tfmeta.models import presets
 from tfmeta.models import warp as warp_lib
 
 __all__ = ["GenerativeModel", "build_learner", "split_generation_task", "to_batch",
-           "GenerativeModule", "load_generative_module", "adapt", "restore_model",
+           "GenerativeModule", "load_generative_module", "adapt", "adapt_and_sample",
+           "restore_model",
            "check_support_images"]
 
 
@@ -372,6 +373,15 @@ def build_learner(config, model):
                                keras.optimizers.Adam(config.outer.meta_lr, beta_1=0.5))
 
 
+def adapt_and_sample(learner, model, support_images, num_samples, seed, steps):
+    """THE adapt-then-sample of serving, evaluation and the CLIs: `steps` inner steps on
+    support_images [K, H, W, C] in [-1, 1] seeded by `seed` (int64 [2]), then num_samples
+    images [num_samples, H, W, C] in [-1, 1] drawn with `fold_seed(seed, 1)`. For a user
+    seed s the seed is [s, 0], so one seed gives the same images everywhere (tested)."""
+    params = adapted_params(learner, model, support_images, steps, seed)
+    return model.sample(params, num_samples, fold_seed(seed, 1), support_images)
+
+
 def adapted_params(learner, model, support_images, steps, seed):
     """Adapts the meta-parameters on support images [K,H,W,C] in [-1,1] (no assignment).
 
@@ -479,7 +489,9 @@ class GenerativeModule(tf.Module):
         return out
 
     def sample(self, num_samples, seed):
-        seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+        """Images drawn with the sampling seed of `adapt_and_sample` (fold_seed([s, 0], 1)):
+        a module adapted with seed s and sampled with s equals adapt_and_sample(s)."""
+        seed = fold_seed(tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)]), 1)
         if self.adapted_variables is None:
             params = [tf.convert_to_tensor(v) for v in self.meta_variables]
             return self._model.sample(params, num_samples, seed)
@@ -488,9 +500,8 @@ class GenerativeModule(tf.Module):
 
     def adapt_and_sample(self, support_images, num_samples, seed, steps):
         seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
-        support_images = tf.cast(support_images, tf.float32)
-        params = adapted_params(self._learner, self._model, support_images, steps, seed)
-        return self._model.sample(params, num_samples, fold_seed(seed, 1), support_images)
+        return adapt_and_sample(self._learner, self._model, tf.cast(support_images, tf.float32),
+                                num_samples, seed, steps)
 
 
 def load_generative_module(checkpoint, support_images=None, steps=None, seed=0):

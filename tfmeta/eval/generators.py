@@ -64,12 +64,6 @@ __all__ = ["GeneratorSampler", "meta_generator_fn", "scratch_gan_fn",
 PRETRAIN_FILE = "pretrain.json"   # marks a workdir written by pretrain_generator
 
 
-def _adapt_and_sample(model, learner, support, num, seed, steps):
-    """Adapts `model` on support [K,H,W,C] in [-1,1] (seed [2]), samples num images."""
-    params = generation.adapted_params(learner, model, support, steps, seed)
-    return model.sample(params, num, fold_seed(seed, 1), support)
-
-
 class GeneratorSampler:
     """A generate_fn over a GenerativeModel: adapt on the support set, then sample.
 
@@ -96,7 +90,7 @@ class GeneratorSampler:
         # trace of each of several samplers would be reported as "retracing".
         # No autograph: the only loop is adapt()'s explicit tf.while_loop.
         self._compiled = tf.function(
-            functools.partial(_adapt_and_sample, model, learner), autograph=False,
+            functools.partial(generation.adapt_and_sample, learner, model), autograph=False,
             input_signature=[tf.TensorSpec([None, *self.image_shape], tf.float32),
                              tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64),
                              tf.TensorSpec([], tf.int32)])
