@@ -45,7 +45,7 @@ __all__ = [
 SIGNATURE_NAMES = ("serving_default", "sample_png", "adapt_and_sample")
 
 
-class ServingArchive(tf.__internal__.tracking.AutoTrackable):
+class ServingArchive(tf.Module):
     """Trackable holding a generative module's variables and its three signatures.
 
     Attributes saved with the model: `tracked_variables` (the tf.Variables the signatures

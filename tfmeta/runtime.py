@@ -63,7 +63,9 @@ def quiet_tensorflow():
 
 def onednn_enabled():
     """Whether this process's TensorFlow runs its oneDNN CPU kernels (TF's x86 default;
-    `TF_ENABLE_ONEDNN_OPTS=0` before TF starts turns them off). Fixed once TF has read it."""
+    `TF_ENABLE_ONEDNN_OPTS=0` before TF starts turns them off). Fixed once TF has read it.
+    TF has no public API for this (TF 2.21): the private util below is what
+    `tf.sysconfig`-style checks in TF's own tests use."""
     from tensorflow.python.util import _pywrap_util_port
     return bool(_pywrap_util_port.IsMklEnabled())
 

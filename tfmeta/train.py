@@ -30,7 +30,7 @@ __all__ = ["run", "make_checkpoint", "restore_latest", "write_json", "is_chief",
 
 def is_chief(strategy=None):
     """True unless this is a non-chief worker of a multi-worker strategy."""
-    resolver = getattr(getattr(strategy, "extended", None), "_cluster_resolver", None)
+    resolver = getattr(strategy, "cluster_resolver", None)   # public Strategy property
     if resolver is None or not resolver.task_type:
         return True
     return resolver.task_type == "chief" or (
