@@ -335,3 +335,24 @@ def test_structure_options_depth_skip_activation():
         "recon_logits"].shape == (2, 28, 28, 1)
     with pytest.raises(ConfigError, match="activation"):
         Generator((28, 28, 1), 8, activation="tanhh")
+
+
+def test_presets_are_their_base_plus_the_listed_deltas():
+    from tfmeta.models.presets import PRESETS
+    base = {"gan": PRESETS["dcgan28"], "vae": PRESETS["vae28"], "warp": PRESETS["warp28"]}
+    deltas = {
+        "dcgan32": {"image_shape": (32, 32, 1)},
+        "dcgan64": {"image_shape": (64, 64, 1), "discriminator_filters": 32},
+        "tiny": {"latent_dim": 8, "generator_filters": 4, "discriminator_filters": 4,
+                 "encoder_filters": 4},
+        "vae28_spatial": {"encoder_pooling": "flatten"},
+        "tiny_vae": {"latent_dim": 4, "base_filters": 4, "encoder_filters": 4},
+        "tiny_warp": {"latent_dim": 4, "base_filters": 4, "integration_steps": 2,
+                      "conditional_prior": True, "encoder_filters": 4},
+    }
+    assert set(PRESETS) == set(deltas) | {"dcgan28", "vae28", "warp28"}
+    for name, delta in deltas.items():
+        preset = PRESETS[name]
+        differs = {k: v for k, v in preset.items() if base[preset["family"]].get(k) != v}
+        assert differs == delta, name
+    assert "encoder_pooling" not in PRESETS["tiny_warp"]   # the warp base's pooling only

@@ -30,67 +30,43 @@ from tfmeta.models.warp import WarpGenerator
 __all__ = ["PRESETS", "resolve_preset", "build_gan", "build_vae", "build_warp",
            "build_support_encoder"]
 
+# Each family has one base preset; variants list only what differs (as big_vision's
+# base config + small deltas); equal to the earlier written-out dicts (checked when
+# derived; tests/test_gan_models.py pins the deltas).
+_DCGAN28 = {
+    "family": "gan", "image_shape": (28, 28, 1), "latent_dim": 64, "context_dim": 0,
+    "generator_filters": 32, "generator_norm": "batch", "discriminator_filters": 64,
+    "discriminator_norm": "none", "spectral_norm": False,
+    "conditional_discriminator": False, "encoder_filters": 32,
+    "activation": "relu", "generator_blocks": 0, "discriminator_blocks": 0,
+    "residual": False,
+}
+_VAE28 = {
+    "family": "vae", "image_shape": (28, 28, 1), "latent_dim": 32, "context_dim": 0,
+    "base_filters": 32, "norm": "none", "encoder_filters": 32,
+    "activation": "relu", "blocks": 0, "residual": False,
+}
+# Support-conditioned deformation generator (samples are warped support drawings).
+_WARP28 = {
+    "family": "warp", "image_shape": (28, 28, 1), "latent_dim": 16, "context_dim": 0,
+    "base_filters": 32, "max_displacement": 4.0, "integration_steps": 0,
+    "conditional_prior": False, "encoder_filters": 32, "encoder_pooling": "flatten",
+    "activation": "relu",
+}
 PRESETS = {
-    "tiny": {
-        "family": "gan", "image_shape": (28, 28, 1), "latent_dim": 8, "context_dim": 0,
-        "generator_filters": 4, "generator_norm": "batch", "discriminator_filters": 4,
-        "discriminator_norm": "none", "spectral_norm": False,
-        "conditional_discriminator": False, "encoder_filters": 4,
-        "activation": "relu", "generator_blocks": 0, "discriminator_blocks": 0,
-        "residual": False,
-    },
-    "tiny_vae": {
-        "family": "vae", "image_shape": (28, 28, 1), "latent_dim": 4, "context_dim": 0,
-        "base_filters": 4, "norm": "none", "encoder_filters": 4,
-        "activation": "relu", "blocks": 0, "residual": False,
-    },
-    "dcgan28": {
-        "family": "gan", "image_shape": (28, 28, 1), "latent_dim": 64, "context_dim": 0,
-        "generator_filters": 32, "generator_norm": "batch", "discriminator_filters": 64,
-        "discriminator_norm": "none", "spectral_norm": False,
-        "conditional_discriminator": False, "encoder_filters": 32,
-        "activation": "relu", "generator_blocks": 0, "discriminator_blocks": 0,
-        "residual": False,
-    },
-    "dcgan32": {
-        "family": "gan", "image_shape": (32, 32, 1), "latent_dim": 64, "context_dim": 0,
-        "generator_filters": 32, "generator_norm": "batch", "discriminator_filters": 64,
-        "discriminator_norm": "none", "spectral_norm": False,
-        "conditional_discriminator": False, "encoder_filters": 32,
-        "activation": "relu", "generator_blocks": 0, "discriminator_blocks": 0,
-        "residual": False,
-    },
-    "dcgan64": {
-        "family": "gan", "image_shape": (64, 64, 1), "latent_dim": 64, "context_dim": 0,
-        "generator_filters": 32, "generator_norm": "batch", "discriminator_filters": 32,
-        "discriminator_norm": "none", "spectral_norm": False,
-        "conditional_discriminator": False, "encoder_filters": 32,
-        "activation": "relu", "generator_blocks": 0, "discriminator_blocks": 0,
-        "residual": False,
-    },
-    "vae28": {
-        "family": "vae", "image_shape": (28, 28, 1), "latent_dim": 32, "context_dim": 0,
-        "base_filters": 32, "norm": "none", "encoder_filters": 32,
-        "activation": "relu", "blocks": 0, "residual": False,
-    },
+    "dcgan28": _DCGAN28,
+    "dcgan32": {**_DCGAN28, "image_shape": (32, 32, 1)},
+    "dcgan64": {**_DCGAN28, "image_shape": (64, 64, 1), "discriminator_filters": 32},
+    "tiny": {**_DCGAN28, "latent_dim": 8, "generator_filters": 4,
+             "discriminator_filters": 4, "encoder_filters": 4},
+    "vae28": _VAE28,
     # vae28 with a layout-keeping support encoder (flattened 4x4 features).
-    "vae28_spatial": {
-        "family": "vae", "image_shape": (28, 28, 1), "latent_dim": 32, "context_dim": 0,
-        "base_filters": 32, "norm": "none", "encoder_filters": 32,
-        "encoder_pooling": "flatten",
-        "activation": "relu", "blocks": 0, "residual": False,
-    },
-    # Support-conditioned deformation generator (samples are warped support drawings).
-    "warp28": {
-        "family": "warp", "image_shape": (28, 28, 1), "latent_dim": 16, "context_dim": 0,
-        "base_filters": 32, "max_displacement": 4.0, "integration_steps": 0,
-        "conditional_prior": False, "encoder_filters": 32, "encoder_pooling": "flatten", "activation": "relu",
-    },
-    "tiny_warp": {
-        "family": "warp", "image_shape": (28, 28, 1), "latent_dim": 4, "context_dim": 0,
-        "base_filters": 4, "max_displacement": 4.0, "integration_steps": 2,
-        "conditional_prior": True, "encoder_filters": 4, "activation": "relu",
-    },
+    "vae28_spatial": {**_VAE28, "encoder_pooling": "flatten"},
+    "tiny_vae": {**_VAE28, "latent_dim": 4, "base_filters": 4, "encoder_filters": 4},
+    "warp28": _WARP28,
+    "tiny_warp": {**{k: v for k, v in _WARP28.items() if k != "encoder_pooling"},
+                  "latent_dim": 4, "base_filters": 4, "integration_steps": 2,
+                  "conditional_prior": True, "encoder_filters": 4},
 }
 
 
