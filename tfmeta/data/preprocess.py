@@ -12,7 +12,8 @@ import numpy as np
 
 from tfmeta.errors import ConfigError, DataError
 
-__all__ = ["VALUE_RANGES", "scale_images", "unscale_images", "area_resize"]
+__all__ = ["VALUE_RANGES", "check_value_range", "scale_images", "unscale_images",
+           "area_resize"]
 
 # value_range -> (divisor, offset): float = uint8 / divisor - offset.
 VALUE_RANGES = {
@@ -22,7 +23,8 @@ VALUE_RANGES = {
 }
 
 
-def _range(value_range):
+def check_value_range(value_range):
+    """(divisor, offset) of a named value range; ConfigError names the valid ones."""
     if value_range not in VALUE_RANGES:
         raise ConfigError(f"unknown value_range {value_range!r}; choose one of "
                           f"{sorted(VALUE_RANGES)}")
@@ -48,7 +50,7 @@ def scale_images(x, value_range, dtype=np.float32):
     Raises: ConfigError for an unknown `value_range`; DataError for non-uint8 input
       (already scaled?).
     """
-    divisor, offset = _range(value_range)
+    divisor, offset = check_value_range(value_range)
     if _is_numpy(x):
         if x.dtype != np.uint8:
             raise DataError(f"scale_images expects uint8 images; got {x.dtype} (already "
@@ -82,7 +84,7 @@ def unscale_images(x, value_range):
     Returns: uint8, the same shape; a numpy array for numpy input, else a `tf.Tensor`.
     Raises: ConfigError for an unknown `value_range`.
     """
-    divisor, offset = _range(value_range)
+    divisor, offset = check_value_range(value_range)
     low, high = 0.0 / divisor - offset, 255.0 / divisor - offset
     if _is_numpy(x):
         y = np.clip(np.asarray(x, np.float32), np.float32(low), np.float32(high))

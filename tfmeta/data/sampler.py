@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tfmeta.data.class_images import ClassImages
-from tfmeta.data.preprocess import VALUE_RANGES, scale_images
+from tfmeta.data.preprocess import check_value_range, scale_images
 from tfmeta.errors import ConfigError, DataError
 
 __all__ = ["Task", "GenerationTask", "TaskSampler", "GenerationTaskSampler"]
@@ -68,9 +68,7 @@ class _Sampler:
         if not isinstance(class_images, ClassImages):
             raise DataError("samplers take a tfmeta.data.ClassImages (see "
                             f"load_class_images); got {type(class_images).__name__}")
-        if value_range not in VALUE_RANGES:
-            raise ConfigError(f"unknown value_range {value_range!r}; choose one of "
-                              f"{sorted(VALUE_RANGES)}")
+        check_value_range(value_range)
         self.k_shot = _positive(k_shot, "--k_shot")
         self.k_query = _positive(k_query, "--k_query")
         self.class_images = class_images

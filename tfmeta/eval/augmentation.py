@@ -35,6 +35,7 @@ import time
 import numpy as np
 import scipy.stats
 
+from tfmeta.data.preprocess import scale_images
 from tfmeta.errors import ConfigError, DataError
 
 __all__ = ["augmentation_accuracy", "select_characters", "to_markdown",
@@ -234,8 +235,8 @@ def augmentation_accuracy(class_images, generators, *, split, num_characters=200
                 y_train = np.concatenate([y_real] + [np.full(g.shape[0], i, np.int32)
                                                      for i, g in enumerate(generated)])
                 accuracy = classifier.fit_and_score(
-                    x_train.astype(np.float32) / 255.0, y_train,
-                    x_test.astype(np.float32) / 255.0, y_test,
+                    scale_images(x_train, "classifier"), y_train,
+                    scale_images(x_test, "classifier"), y_test,
                     init_seed=[seed, 1000], order_seed=[seed, n, 2000],
                     train_steps=train_steps, batch_size=batch_size)
                 runtime[name] += time.perf_counter() - start

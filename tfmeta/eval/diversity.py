@@ -10,6 +10,7 @@ computed here without LPIPS (no pretrained perceptual network offline).
 
 import numpy as np
 
+from tfmeta.data.preprocess import scale_images
 from tfmeta.errors import DataError
 
 __all__ = ["intra_class_diversity", "pixel_diversity", "mean_pairwise_distance"]
@@ -71,8 +72,8 @@ def pixel_diversity(images, labels, per_class=False):
     images = np.asarray(images)
     if images.ndim != 4:
         raise DataError(f"images must be [N, H, W, C]; got shape {images.shape}")
-    flat = images.reshape(images.shape[0], -1).astype(np.float64)
     if images.dtype == np.uint8:
-        flat /= 255.0
+        images = scale_images(images, "classifier", np.float64)
+    flat = images.reshape(images.shape[0], -1).astype(np.float64)
     flat /= np.sqrt(flat.shape[1])
     return intra_class_diversity(flat, labels, per_class=per_class)

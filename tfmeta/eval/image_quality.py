@@ -13,6 +13,7 @@ by 255; float images must already lie in [0, 1]. Everything is computed in float
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from tfmeta.data.preprocess import scale_images
 from tfmeta.errors import DataError
 
 __all__ = ["psnr", "ssim", "nearest_support_psnr_ssim", "to_unit_float"]
@@ -27,7 +28,7 @@ def to_unit_float(images, name="images"):
     """uint8 → float64 / 255; float → float64, checked to lie in [0, 1]."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
-        return images.astype(np.float64) / 255.0
+        return scale_images(images, "classifier", np.float64)
     if not np.issubdtype(images.dtype, np.floating):
         raise DataError(f"{name} must be uint8 or float in [0, 1]; got dtype {images.dtype}")
     images = images.astype(np.float64)
