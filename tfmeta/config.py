@@ -468,3 +468,155 @@ def from_dict(cls, values):
 def dumps(config):
     """Pretty JSON of a config."""
     return json.dumps(to_dict(config), indent=2, sort_keys=True)
+
+
+__all__ += ["EvalConfig", "SearchConfig"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """The evaluation harness (trainers.evaluate, tfmeta.eval.protocol): methods, the
+    augmentation protocol, sample metrics per K, figure and report. Field = flag name.
+
+    Attributes:
+      checkpoint: meta_gan workdirs/checkpoints to evaluate, one method each.
+      method_names: their method names, one per checkpoint (empty: algorithm_model_preset).
+      out: output folder (results.json, results.md, samples.png, tensorboard/); required.
+      data_dir: Omniglot archive folder (None: $TFMETA_DATA_DIR).
+      cache_dir: image/extractor cache (None: $TFMETA_CACHE_DIR).
+      image_size: image side in pixels (must match the checkpoints).
+      num_characters: evaluation characters of the augmentation protocol.
+      n_real: real (support) images per character, one protocol column each.
+      num_generated: generated images added per character.
+      seeds: repeat seeds (splits, classifier init, generation).
+      selection_seed: seed choosing the evaluation characters.
+      train_steps: Adam steps of the protocol classifier.
+      adapt_steps: inner steps on the support set for checkpoints and the pretrained
+        baseline (equal for all; -1: the first checkpoint's eval_inner_steps).
+      scratch_gan: add the GAN-from-scratch baseline.
+      scratch_preset: its preset ("": the first checkpoint's).
+      scratch_steps: its training steps on the K support images.
+      scratch_lr: its Adam learning rate.
+      pretrained_finetune: add the transfer baseline (conventional pretraining +
+        fine-tuning).
+      pretrained_checkpoint: its pretraining workdir ("": <out>/pretrained; trained there
+        with the first checkpoint's config if missing).
+      pretrain_steps: conventional pretraining steps.
+      pretrain_lr: pretraining Adam learning rate.
+      metrics_characters: characters for the sample metrics.
+      metrics_k_shot: support images per character of the sample metrics (one table
+        each; the first is also the figure's).
+      jitter_ink: also evaluate traditional augmentation with its source's ink values
+        restored ("traditional_augmentation_ink": the rendering the warp generator uses,
+        applied to jitter).
+      with_jitter: also evaluate every checkpoint followed by traditional augmentation
+        of its samples ("<name>+jitter").
+      metrics_samples: samples per character for the sample metrics.
+      figure_characters: characters in samples.png.
+      extractor_epochs: feature-extractor training epochs (cached by config).
+      extractor_num_classes: background characters (feature-extractor classes).
+      threads: TF intra-op threads (0: all cores); applied by the trainer before TF starts.
+      onednn: TF's oneDNN CPU kernels (TF's default on x86); applied by the trainer.
+    """
+    checkpoint: tuple = ()
+    method_names: tuple = ()
+    out: Optional[str] = None
+    data_dir: Optional[str] = None
+    cache_dir: Optional[str] = None
+    image_size: int = 28
+    num_characters: int = 200
+    n_real: tuple = (5, 10, 15)
+    num_generated: int = 10
+    seeds: tuple = (0, 1, 2)
+    selection_seed: int = 0
+    train_steps: int = 500
+    adapt_steps: int = -1
+    scratch_gan: bool = False
+    scratch_preset: str = ""
+    scratch_steps: int = 200
+    scratch_lr: float = 2e-4
+    pretrained_finetune: bool = False
+    pretrained_checkpoint: str = ""
+    pretrain_steps: int = 2000
+    pretrain_lr: float = 2e-4
+    metrics_characters: int = 50
+    metrics_k_shot: tuple = (5, 1)
+    jitter_ink: bool = True
+    with_jitter: bool = True
+    metrics_samples: int = 20
+    figure_characters: int = 4
+    extractor_epochs: int = 6
+    extractor_num_classes: int = 964
+    threads: int = 0
+    onednn: bool = True
+
+    def validate(self):
+        """Raises ConfigError (naming the flag) for a setting the harness refuses before
+        loading anything; returns self."""
+        _check(bool(self.out), "--out is required (the results folder)")
+        shots = self.metrics_k_shot
+        _check(bool(shots) and min(shots) >= 1,
+               "--metrics_k_shot needs one or more support sizes >= 1")
+        # The same message as tfmeta.eval.generators.checkpoint_methods, before any loading.
+        _check(not self.method_names or len(self.method_names) == len(self.checkpoint),
+               f"{len(self.method_names)} method names for {len(self.checkpoint)} "
+               "checkpoints; give one name per checkpoint")
+        _check(not self.scratch_gan or bool(self.checkpoint or self.scratch_preset),
+               "--scratch_gan needs --scratch_preset or a --checkpoint")
+        _check(not self.pretrained_finetune or bool(self.checkpoint),
+               "--pretrained_finetune needs a --checkpoint (its config and adaptation "
+               "steps are copied)")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """A structure + hyper-parameter search (trainers.search, tfmeta.search.run).
+
+    Attributes:
+      base: the base generator config (trainers.meta_gan's flags); each trial applies
+        its parameters to it by flag name (tfmeta.overrides).
+      space: {flag name: spec} (format: tfmeta.search); None: `default_space(model)`.
+      num_trials: finished trials to reach (earlier runs of the study count).
+      rungs: increasing cumulative meta-training steps after which a trial is scored
+        (and may be pruned).
+      max_minutes: wall-clock budget; no trial starts after it (0: none).
+      search_characters: validation characters scored.
+      search_k_shot: support drawings per scored character.
+      search_samples: samples per scored character.
+      extractor_epochs: feature-extractor epochs (cached).
+      extractor_num_classes: background characters (feature-extractor classes).
+    """
+    base: GenerationConfig = GenerationConfig()
+    space: Optional[dict] = None
+    num_trials: int = 20
+    rungs: tuple = (150, 300, 450)
+    max_minutes: float = 0.0
+    search_characters: int = 20
+    search_k_shot: int = 5
+    search_samples: int = 10
+    extractor_epochs: int = 6
+    extractor_num_classes: int = 964
+
+    def search_space(self):
+        """The space searched: `space`, or the default space of the base's model."""
+        from tfmeta import search
+        return search.default_space(self.base.model) if self.space is None else self.space
+
+    def validate(self):
+        """Validates the base config, the space (known flag names only), the split the
+        search scores on and the rungs; raises ConfigError, returns self."""
+        from tfmeta import overrides, search
+        self.base.validate()
+        space = search.validate_space(self.search_space())
+        unknown = sorted(set(space) - set(overrides.flag_names(self.base)))
+        _check(not unknown, f"--space names unknown flags {unknown}")
+        data = self.base.data
+        _check(data.train_split == "train" and data.dataset == "omniglot"
+               and not data.split_dir,
+               "trainers.search scores held-out validation characters: it needs "
+               "--dataset=omniglot and the 'train' split for meta-training (no --split_dir)")
+        rungs = [int(r) for r in self.rungs]   # the message of tfmeta.search.run_search
+        _check(bool(rungs) and rungs[0] >= 1 and all(b > a for a, b in zip(rungs, rungs[1:])),
+               f"rungs must be increasing step counts >= 1, got {rungs}")
+        return self

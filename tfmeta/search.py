@@ -1,10 +1,10 @@
 """Structure and hyper-parameter search for few-shot generators, scored on meta-validation.
 
-Library half of `trainers.search` (which owns the flags). Optuna (define-by-run, RDB
-storage) is used rather than KerasTuner: our trials are custom meta-training loops, not
-`model.fit`, so KerasTuner's fit-centred Tuner would be bypassed anyway; Optuna gives
-conditional spaces, median pruning on intermediate scores and a resumable study in one
-SQLite file.
+Library half of `trainers.search` (which owns the flags): `run(SearchConfig)`. Optuna
+(define-by-run, RDB storage) is used rather than KerasTuner: our trials are custom
+meta-training loops, not `model.fit`, so KerasTuner's fit-centred Tuner would be bypassed
+anyway; Optuna gives conditional spaces, median pruning on intermediate scores and a
+resumable study in one SQLite file.
 
 A *space* maps a parameter name (a trainers.meta_gan flag name, e.g. "width",
 "inner_lr") to a spec:
@@ -36,9 +36,10 @@ import time
 import numpy as np
 
 from tfmeta.errors import ConfigError, DivergenceError
+from tfmeta.overrides import flag_values_of, to_flagfile, with_flag_values
 
-__all__ = ["default_space", "validate_space", "suggest", "validation_score", "run_search",
-           "trial_table"]
+__all__ = ["default_space", "validate_space", "parse_space", "baseline_params", "suggest",
+           "validation_score", "run_search", "trial_table", "write_results", "run"]
 
 STUDY_NAME = "tfmeta_search"
 
@@ -82,6 +83,48 @@ def validate_space(space):
                               f"{{'log'|'float'|'int': [low, high]}} with low < high "
                               f"(low > 0 for log), got {spec!r}")
     return space
+
+
+def parse_space(text, model):
+    """The search space from JSON text or the path of a .json file; empty text: the
+    default space of `model` ("gan", "vae", "warp"). Validated (ConfigError if not)."""
+    if not text:
+        return default_space(model)
+    if os.path.exists(text):
+        with open(text) as f:
+            text = f.read()
+    try:
+        space = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--space is neither a file nor valid JSON: {e}") from None
+    return validate_space(space)
+
+
+def baseline_params(config, space):
+    """The base `GenerationConfig` in the space's terms: {flag name: value} with the
+    "0"/"" structure flags resolved to the preset's values, or None if a value lies
+    outside the space (then it is not queued as a trial)."""
+    from tfmeta.models import presets
+    values = flag_values_of(config)
+    preset = presets.resolve_preset(config.preset)
+    gan = config.model == "gan"
+    resolved = {
+        "width": preset["generator_filters" if gan else "base_filters"],
+        "critic_width": preset.get("discriminator_filters"),
+        "norm": preset["generator_norm" if gan else "norm"],
+        "activation": preset["activation"],
+    }
+    params = {}
+    for name, spec in space.items():
+        value = values[name] or resolved.get(name, values[name])
+        if isinstance(spec, list) and value not in spec:
+            return None
+        if isinstance(spec, dict):
+            low, high = next(iter(spec.values()))
+            if not low <= value <= high:
+                return None
+        params[name] = value
+    return params
 
 
 def suggest(trial, space):
@@ -150,6 +193,90 @@ def _requeue_interrupted(study, log):
             "checkpoint)")
 
 
+def _open_study(workdir, seed, baseline, log):
+    """The study in <workdir>/study.db (created or resumed): interrupted trials re-queued,
+    the baseline queued unless it has completed already."""
+    import optuna
+    os.makedirs(workdir, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=STUDY_NAME, storage=f"sqlite:///{os.path.join(workdir, 'study.db')}",
+        load_if_exists=True, direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    _requeue_interrupted(study, log)
+    complete = optuna.trial.TrialState.COMPLETE
+    if baseline is not None and not any(t.params == baseline and t.state == complete
+                                        for t in study.trials):
+        study.enqueue_trial(baseline)
+        log(f"[search] baseline queued: {json.dumps(baseline, sort_keys=True)}")
+    return study
+
+
+def _train_and_score(trial, base, trial_dir, steps, rung, train_images, validation_images,
+                     extractor, score_args, log):
+    """Meta-trains a trial up to `steps` (resuming its workdir) and scores it: (FD,
+    metrics). A diverged run prunes the trial."""
+    import optuna
+    from tfmeta import meta_gan
+    config = dataclasses.replace(base, train=dataclasses.replace(
+        base.train, workdir=trial_dir, num_steps=steps,
+        eval_every=max(base.train.eval_every, steps)))
+    try:
+        model, learner, _ = meta_gan.fit(config, train_images, validation_images,
+                                         log=lambda message: None)
+        return validation_score(model, learner, config, validation_images, extractor,
+                                **score_args)
+    except DivergenceError as e:
+        trial.set_user_attr("diverged", str(e))
+        log(f"[search] trial {trial.number} diverged at rung {rung}: pruned")
+        raise optuna.TrialPruned() from None
+
+
+def _objective(space, make_config, train_images, validation_images, extractor, *,
+               workdir, rungs, baseline, score_args, log):
+    """The Optuna objective: a trial meta-trains rung by rung and is scored after each."""
+    import optuna
+
+    def objective(trial):
+        params = suggest(trial, space)
+        base = make_config(params)
+        trial_dir = _trial_dir(workdir, params)
+        started = time.time()
+        log(f"[search] trial {trial.number}: {json.dumps(params, sort_keys=True)}")
+        trial.set_user_attr("workdir", trial_dir)
+        done_steps = _checkpoint_step(trial_dir)   # > 0 when re-running an interrupted trial
+        first = True   # hparams are written with the first reported rung
+        for rung, steps in enumerate(rungs):
+            if steps < done_steps:
+                # The resumed weights are past this rung: a score now would be mislabelled.
+                log(f"[search] trial {trial.number}: resumed at step {done_steps}, rung "
+                    f"{rung} ({steps} steps) skipped")
+                continue
+            score, metrics = _train_and_score(trial, base, trial_dir, steps, rung,
+                                              train_images, validation_images, extractor,
+                                              score_args, log)
+            if not np.isfinite(score):
+                raise optuna.TrialPruned()
+            trial.report(score, rung)
+            trial.set_user_attr("rung", rung)
+            trial.set_user_attr("steps", steps)
+            trial.set_user_attr("minutes", (time.time() - started) / 60)
+            trial.set_user_attr("metrics", metrics)
+            _write_hparams(workdir, trial.number, params, rung, score, space, first)
+            first = False
+            log(f"[search] trial {trial.number} rung {rung} ({steps} steps): validation "
+                f"FD {score:.1f} ({(time.time() - started) / 60:.1f} min)")
+            # The baseline is never pruned: it is the reference every result is read
+            # against, so it always gets the full budget.
+            if rung < len(rungs) - 1 and params != baseline and trial.should_prune():
+                log(f"[search] trial {trial.number}: pruned (worse than the median)")
+                raise optuna.TrialPruned()
+        return score
+
+    return objective
+
+
 def run_search(space, make_config, train_images, validation_images, extractor, *,
                workdir, num_trials, rungs, max_minutes=0.0, seed=0, num_characters=20,
                k_shot=5, num_samples=10, baseline=None, log=print, on_trial_end=None):
@@ -173,73 +300,16 @@ def run_search(space, make_config, train_images, validation_images, extractor, *
       on_trial_end: called with the study after every finished trial (reporting).
     """
     import optuna
-    from tfmeta import meta_gan
     validate_space(space)
     rungs = [int(r) for r in rungs]
     if not rungs or rungs[0] < 1 or any(b <= a for a, b in zip(rungs, rungs[1:])):
         raise ConfigError(f"rungs must be increasing step counts >= 1, got {rungs}")
-    os.makedirs(workdir, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=STUDY_NAME, storage=f"sqlite:///{os.path.join(workdir, 'study.db')}",
-        load_if_exists=True, direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
-    _requeue_interrupted(study, log)
-    complete = optuna.trial.TrialState.COMPLETE
-    if baseline is not None and not any(t.params == baseline and t.state == complete
-                                        for t in study.trials):
-        study.enqueue_trial(baseline)
-        log(f"[search] baseline queued: {json.dumps(baseline, sort_keys=True)}")
-    quiet = lambda message: None  # noqa: E731
-
-    def objective(trial):
-        params = suggest(trial, space)
-        base = make_config(params)
-        trial_dir = _trial_dir(workdir, params)
-        started = time.time()
-        log(f"[search] trial {trial.number}: {json.dumps(params, sort_keys=True)}")
-        trial.set_user_attr("workdir", trial_dir)
-        done_steps = _checkpoint_step(trial_dir)   # > 0 when re-running an interrupted trial
-        first = True   # hparams are written with the first reported rung
-        for rung, steps in enumerate(rungs):
-            if steps < done_steps:
-                # The resumed weights are past this rung: a score now would be mislabelled.
-                log(f"[search] trial {trial.number}: resumed at step {done_steps}, rung "
-                    f"{rung} ({steps} steps) skipped")
-                continue
-            config = dataclasses.replace(base, train=dataclasses.replace(
-                base.train, workdir=trial_dir, num_steps=steps,
-                eval_every=max(base.train.eval_every, steps)))
-            try:
-                model, learner, _ = meta_gan.fit(config, train_images, validation_images,
-                                                 log=quiet)
-                score, metrics = validation_score(
-                    model, learner, config, validation_images, extractor,
-                    num_characters=num_characters, k_shot=k_shot, num_samples=num_samples,
-                    seed=seed)
-            except DivergenceError as e:
-                trial.set_user_attr("diverged", str(e))
-                log(f"[search] trial {trial.number} diverged at rung {rung}: pruned")
-                raise optuna.TrialPruned() from None
-            if not np.isfinite(score):
-                raise optuna.TrialPruned()
-            trial.report(score, rung)
-            trial.set_user_attr("rung", rung)
-            trial.set_user_attr("steps", steps)
-            trial.set_user_attr("minutes", (time.time() - started) / 60)
-            trial.set_user_attr("metrics", metrics)
-            _write_hparams(workdir, trial.number, params, rung, score, space, first)
-            first = False
-            log(f"[search] trial {trial.number} rung {rung} ({steps} steps): validation "
-                f"FD {score:.1f} ({(time.time() - started) / 60:.1f} min)")
-            # The baseline is never pruned: it is the reference every result is read
-            # against, so it always gets the full budget.
-            if rung < len(rungs) - 1 and params != baseline and trial.should_prune():
-                log(f"[search] trial {trial.number}: pruned (worse than the median)")
-                raise optuna.TrialPruned()
-        return score
-
+    study = _open_study(workdir, seed, baseline, log)
+    objective = _objective(
+        space, make_config, train_images, validation_images, extractor, workdir=workdir,
+        rungs=rungs, baseline=baseline, log=log, score_args=dict(
+            num_characters=num_characters, k_shot=k_shot, num_samples=num_samples,
+            seed=seed))
     deadline = time.time() + max_minutes * 60 if max_minutes else None
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     while True:
@@ -283,3 +353,50 @@ def _fmt(value):
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def write_results(study, base, space, workdir):
+    """Writes <workdir>/results.md (every trial, best first) and, once a trial has
+    completed, best.cfg: a trainers.meta_gan flagfile of `base` (GenerationConfig) with
+    the best trial's parameters applied (machine-specific flags left out)."""
+    table, best = trial_table(study)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(f"# Search results ({base.model}/{base.preset}, validation FD, "
+                f"lower is better)\n\n{table}")
+    if best is not None:
+        best_trial = study.best_trial
+        header = (f"Best trial {best_trial.number} of trainers.search in {workdir}: "
+                  f"validation FD {best_trial.value:.2f} after "
+                  f"{best_trial.user_attrs.get('steps')} steps.\n"
+                  f"Search space: {json.dumps(space, sort_keys=True)}\n"
+                  f"python -m trainers.meta_gan --flagfile=<this file> --workdir=runs/best")
+        with open(os.path.join(workdir, "best.cfg"), "w") as f:
+            f.write(to_flagfile(with_flag_values(base, best), header))
+
+
+def run(config, log=print):
+    """The search of a `tfmeta.config.SearchConfig`: loads the meta-training and
+    validation characters and the feature extractor, runs (or resumes) the study in
+    `config.base.train.workdir`, and writes results.md / best.cfg after every trial.
+    The trainer configures the TF runtime before calling this. Returns the study."""
+    from tfmeta import meta_gan
+    from tfmeta.eval import get_feature_extractor
+    config.validate()
+    base, space = config.base, config.search_space()
+    workdir, data = base.train.workdir, base.data
+    train_images = meta_gan.load_split(data, data.train_split, log)
+    validation_images = meta_gan.load_split(data, "validation", log)
+    extractor = get_feature_extractor(data.image_size, config.extractor_epochs,
+                                      data_dir=data.data_dir, cache_dir=data.cache_dir,
+                                      log_fn=log, num_classes=config.extractor_num_classes)
+    log(f"[search] space: {json.dumps(space, sort_keys=True)}")
+    study = run_search(
+        space, lambda params: with_flag_values(base, params), train_images,
+        validation_images, extractor, workdir=workdir, num_trials=config.num_trials,
+        rungs=list(config.rungs), max_minutes=config.max_minutes, seed=base.train.seed,
+        num_characters=config.search_characters, k_shot=config.search_k_shot,
+        num_samples=config.search_samples, baseline=baseline_params(base, space), log=log,
+        on_trial_end=lambda s: write_results(s, base, space, workdir))
+    write_results(study, base, space, workdir)
+    log(f"[done] {workdir}: results.md, best.cfg, tensorboard --logdir {workdir}/hparams")
+    return study

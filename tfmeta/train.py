@@ -79,6 +79,98 @@ def _to_tensors(structure):
     return tf.nest.map_structure(tf.convert_to_tensor, structure)
 
 
+class _Checkpoints:
+    """The run's checkpoint (learner trackables, step, sampler state): resume and save."""
+
+    def __init__(self, learner, sampler, ckpt_dir, chief, strategy):
+        self.sampler, self.ckpt_dir = sampler, ckpt_dir
+        self.chief, self.strategy = chief, strategy
+        self.ckpt, self.step_var, self.sampler_state = make_checkpoint(learner)
+        self.manager = None
+
+    def resume(self, log):
+        """Restores the latest checkpoint, if any (returns its path or None), and opens
+        the manager that saves the next ones."""
+        # The order is important: restore variables, optimiser slots and step first, then
+        # the sampler state they were saved with, so the task stream continues exactly.
+        latest = restore_latest(self.ckpt, self.ckpt_dir)
+        if latest:
+            self.sampler.set_state(json.loads(self.sampler_state.numpy().decode()))
+            log(f"[train] resumed from {latest} at step {int(self.step_var.numpy())}")
+        self.manager = tf.train.CheckpointManager(self.ckpt, self.ckpt_dir, max_to_keep=3,
+                                                  step_counter=self.step_var)
+        return latest
+
+    def save(self):
+        """Saves step, trackables and the sampler state (chief); other workers join."""
+        self.sampler_state.assign(json.dumps(self.sampler.get_state()))
+        if self.chief:
+            self.manager.save(checkpoint_number=int(self.step_var.numpy()))
+        elif self.strategy is not None:
+            # Multi-worker: every worker must take part in saving (reading synchronised
+            # variables may be a collective op); a non-chief writes to a private
+            # temporary folder that is deleted at once (the TF multi-worker recipe).
+            tmp = tempfile.mkdtemp(prefix="tfmeta_worker_ckpt_")
+            try:
+                self.ckpt.write(os.path.join(tmp, "ckpt"))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _writer(workdir, name, chief):
+    return (tf.summary.create_file_writer(os.path.join(workdir, name)) if chief
+            else tf.summary.create_noop_writer())
+
+
+def _due(done, every, num_steps):
+    return done % every == 0 or done == num_steps
+
+
+def _meta_step(learner, sampler, split_task, meta_batch_size, step, manager):
+    """One meta-step on freshly sampled tasks: {name: float}; raises DivergenceError on a
+    non-finite metric (naming the step and the last good checkpoint)."""
+    support, query = split_task(sampler.sample(meta_batch_size))
+    metrics = learner.meta_step(_to_tensors(support), _to_tensors(query),
+                                tf.constant(step, tf.int64))
+    metrics = {k: float(v) for k, v in metrics.items()}
+    if not _finite(metrics):
+        last = manager.latest_checkpoint or "none (no checkpoint was written yet)"
+        raise DivergenceError(
+            f"non-finite training metric at step {step}: {format_metrics(metrics)}. "
+            f"Training stopped; the last good checkpoint is {last}. Lower the learning "
+            "rates (--meta_lr, --inner_lr) or check the data.")
+    return metrics
+
+
+class _Progress:
+    """Scalars and a progress line (steps/s over the window since the last one, ETA)
+    every `log_every` steps and at the last step."""
+
+    def __init__(self, train, writer, log):
+        self.train, self.writer, self.log = train, writer, log
+        self.t_window, self.window_steps = time.time(), 0
+
+    def step_done(self, done, metrics):
+        self.window_steps += 1
+        train = self.train
+        if not _due(done, train.log_every, train.num_steps):
+            return
+        now = time.time()
+        rate = self.window_steps / max(now - self.t_window, 1e-9)
+        eta = (train.num_steps - done) / max(rate, 1e-9)
+        summaries.write_scalars(self.writer, {**metrics, "steps_per_sec": rate}, done)
+        self.log(f"[train] step {done}/{train.num_steps} {format_metrics(metrics)} "
+                 f"steps/s={rate:.3g} eta={eta / 60:.1f}min")
+        self.t_window, self.window_steps = now, 0
+
+
+def _evaluate(evaluate, done, eval_writer, log):
+    eval_metrics = evaluate(done, eval_writer)
+    summaries.write_scalars(eval_writer, eval_metrics, done)
+    log(f"[eval] step {done} {format_metrics(eval_metrics)}")
+    return eval_metrics
+
+
 def run(learner, sampler, split_task, train, config_dict=None, meta_batch_size=1,
         evaluate=None, strategy=None, log=None):
     """Meta-trains `learner` for `train.num_steps` steps, resuming from `train.workdir`.
@@ -102,78 +194,35 @@ def run(learner, sampler, split_task, train, config_dict=None, meta_batch_size=1
     log = log or (lambda msg: print(msg, flush=True))
     chief = is_chief(strategy)
     workdir = train.workdir
-    ckpt_dir = os.path.join(workdir, "checkpoints")
     if chief and config_dict is not None:
         write_json(workdir, "config.json", config_dict)
+    checkpoints = _Checkpoints(learner, sampler, os.path.join(workdir, "checkpoints"),
+                               chief, strategy)
+    latest = checkpoints.resume(log)
+    writer, eval_writer = _writer(workdir, "train", chief), _writer(workdir, "eval", chief)
 
-    ckpt, step_var, sampler_state = make_checkpoint(learner)
-    # The order is important: restore variables, optimiser slots and step first, then
-    # the sampler state they were saved with, so the task stream continues exactly.
-    latest = restore_latest(ckpt, ckpt_dir)
-    if latest:
-        sampler.set_state(json.loads(sampler_state.numpy().decode()))
-        log(f"[train] resumed from {latest} at step {int(step_var.numpy())}")
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=3,
-                                         step_counter=step_var)
-    writer = (tf.summary.create_file_writer(os.path.join(workdir, "train")) if chief
-              else tf.summary.create_noop_writer())
-    eval_writer = (tf.summary.create_file_writer(os.path.join(workdir, "eval")) if chief
-                   else tf.summary.create_noop_writer())
-
-    def save():
-        sampler_state.assign(json.dumps(sampler.get_state()))
-        if chief:
-            manager.save(checkpoint_number=int(step_var.numpy()))
-        elif strategy is not None:
-            # Multi-worker: every worker must take part in saving (reading synchronised
-            # variables may be a collective op); a non-chief writes to a private
-            # temporary folder that is deleted at once (the TF multi-worker recipe).
-            tmp = tempfile.mkdtemp(prefix="tfmeta_worker_ckpt_")
-            try:
-                ckpt.write(os.path.join(tmp, "ckpt"))
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-
-    start = int(step_var.numpy())
+    start = int(checkpoints.step_var.numpy())
     metrics, eval_metrics = {}, {}
-    t_start, t_window, window_steps = time.time(), time.time(), 0
+    t_start, progress = time.time(), _Progress(train, writer, log)
     for step in range(start, train.num_steps):
-        support, query = split_task(sampler.sample(meta_batch_size))
-        metrics = learner.meta_step(_to_tensors(support), _to_tensors(query),
-                                    tf.constant(step, tf.int64))
-        metrics = {k: float(v) for k, v in metrics.items()}
-        if not _finite(metrics):
-            last = manager.latest_checkpoint or "none (no checkpoint was written yet)"
-            raise DivergenceError(
-                f"non-finite training metric at step {step}: {format_metrics(metrics)}. "
-                f"Training stopped; the last good checkpoint is {last}. Lower the learning "
-                "rates (--meta_lr, --inner_lr) or check the data.")
-        step_var.assign(step + 1)
-        window_steps += 1
+        metrics = _meta_step(learner, sampler, split_task, meta_batch_size, step,
+                             checkpoints.manager)
+        checkpoints.step_var.assign(step + 1)
         done = step + 1
-        if done % train.log_every == 0 or done == train.num_steps:
-            now = time.time()
-            rate = window_steps / max(now - t_window, 1e-9)
-            eta = (train.num_steps - done) / max(rate, 1e-9)
-            summaries.write_scalars(writer, {**metrics, "steps_per_sec": rate}, done)
-            log(f"[train] step {done}/{train.num_steps} {format_metrics(metrics)} "
-                f"steps/s={rate:.3g} eta={eta / 60:.1f}min")
-            t_window, window_steps = now, 0
-        if evaluate is not None and (done % train.eval_every == 0 or done == train.num_steps):
-            eval_metrics = evaluate(done, eval_writer)
-            summaries.write_scalars(eval_writer, eval_metrics, done)
-            log(f"[eval] step {done} {format_metrics(eval_metrics)}")
-        if done % train.checkpoint_every == 0 or done == train.num_steps:
-            save()
+        progress.step_done(done, metrics)
+        if evaluate is not None and _due(done, train.eval_every, train.num_steps):
+            eval_metrics = _evaluate(evaluate, done, eval_writer, log)
+        if _due(done, train.checkpoint_every, train.num_steps):
+            checkpoints.save()
     if start >= train.num_steps:
         log(f"[train] nothing to do: checkpoint is at step {start} >= --num_steps")
         if not latest:   # --num_steps=0: keep the initialisation (an untrained baseline)
-            save()
+            checkpoints.save()
     writer.flush()
     eval_writer.flush()
     log(f"[train] finished {train.num_steps - start} steps in {time.time() - t_start:.1f}s")
-    result = {"train": metrics, "eval": eval_metrics, "checkpoint": manager.latest_checkpoint}
+    result = {"train": metrics, "eval": eval_metrics,
+              "checkpoint": checkpoints.manager.latest_checkpoint}
     if chief:
         write_json(workdir, "results.json", result)
     return result
-

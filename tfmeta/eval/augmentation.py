@@ -171,6 +171,80 @@ def _check_generated(images, name, num, image_shape):
     return images
 
 
+def _cell_split(per_class, seed, n):
+    """The (seed, n_real) split shared by every method: per-character support uint8
+    [n, H, W, C] list, x_real [C*n, H, W, C] / y_real int32 [C*n], x_test / y_test (the
+    other drawings)."""
+    rng = np.random.default_rng([seed, n])
+    splits = [rng.permutation(images.shape[0]) for images in per_class]
+    support = [images[p[:n]] for images, p in zip(per_class, splits)]
+    x_real = np.concatenate(support)
+    y_real = np.repeat(np.arange(len(per_class), dtype=np.int32), n)
+    x_test = np.concatenate([im[p[n:]] for im, p in zip(per_class, splits)])
+    y_test = np.concatenate([np.full(im.shape[0] - n, i, np.int32)
+                             for i, im in enumerate(per_class)])
+    return support, x_real, y_real, x_test, y_test
+
+
+def _method_cell(classifier, name, generate_fn, cell, seed, n, *, num_generated,
+                 image_shape, train_steps, batch_size):
+    """One method on one (seed, n_real) split: (test accuracy, generated images per
+    character). Generates for every character, trains the classifier from its seeded
+    init on real + generated images, scores it on the test images."""
+    support, x_real, y_real, x_test, y_test = cell
+    generated = [_check_generated(
+        generate_fn(s, num_generated, _derived_seed(seed, n, i)), name,
+        num_generated, image_shape) for i, s in enumerate(support)]
+    x_train = np.concatenate([x_real] + generated)
+    y_train = np.concatenate([y_real] + [np.full(g.shape[0], i, np.int32)
+                                         for i, g in enumerate(generated)])
+    accuracy = classifier.fit_and_score(
+        scale_images(x_train, "classifier"), y_train,
+        scale_images(x_test, "classifier"), y_test,
+        init_seed=[seed, 1000], order_seed=[seed, n, 2000],
+        train_steps=train_steps, batch_size=batch_size)
+    return accuracy, (x_train.shape[0] - x_real.shape[0]) / len(support)
+
+
+def _summary(per_seed, counts, num_test_images):
+    """The results entry of one method and n_real (see `augmentation_accuracy`)."""
+    mean, half = confidence_interval(per_seed)
+    return {"accuracy_per_seed": per_seed, "mean": mean, "ci95_halfwidth": half,
+            "ci95": None if half is None else [mean - half, mean + half],
+            "num_test_images": int(num_test_images),
+            "generated_per_character": float(np.mean(counts))}
+
+
+def _selected_characters(class_images, num_characters, selection_seed, min_images,
+                         background_class_names):
+    """(class ids, names) of the protocol's characters; DataError if any is a
+    background class."""
+    characters = select_characters(class_images, num_characters, selection_seed,
+                                   min_images)
+    names = [class_images.class_names[c] for c in characters]
+    if background_class_names is not None:
+        leaked = sorted(set(names) & set(background_class_names))
+        if leaked:
+            raise DataError(f"selected characters include background classes {leaked[:5]}; "
+                            "pass the evaluation split")
+    return characters, names
+
+
+def _checked_settings(split, generators, n_real, seeds, num_generated, train_steps):
+    """(n_real, seeds) as int tuples; ConfigError for settings the protocol refuses."""
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"the augmentation protocol evaluates unseen characters: split "
+                          f"must be one of {EVAL_SPLITS}; got {split!r}")
+    if not generators:
+        raise ConfigError("generators must name at least one method")
+    n_real = tuple(int(n) for n in n_real)
+    seeds = tuple(int(s) for s in seeds)
+    if min(n_real) < 1 or not seeds or num_generated < 0 or train_steps < 1:
+        raise ConfigError("need n_real >= 1, at least one seed, num_generated >= 0, "
+                          "train_steps >= 1")
+    return n_real, seeds
+
+
 def augmentation_accuracy(class_images, generators, *, split, num_characters=200,
                           n_real=(5, 10, 15), num_generated=10, seeds=(0, 1, 2),
                           selection_seed=0, train_steps=500, batch_size=64,
@@ -191,25 +265,11 @@ def augmentation_accuracy(class_images, generators, *, split, num_characters=200
       "ci95", "num_test_images", "generated_per_character"}}},
       "runtime_s": {name: seconds}}. Only "runtime_s" varies between identical calls.
     """
-    if split not in EVAL_SPLITS:
-        raise ConfigError(f"the augmentation protocol evaluates unseen characters: split "
-                          f"must be one of {EVAL_SPLITS}; got {split!r}")
-    if not generators:
-        raise ConfigError("generators must name at least one method")
-    n_real = tuple(int(n) for n in n_real)
-    seeds = tuple(int(s) for s in seeds)
-    if min(n_real) < 1 or not seeds or num_generated < 0 or train_steps < 1:
-        raise ConfigError("need n_real >= 1, at least one seed, num_generated >= 0, "
-                          "train_steps >= 1")
+    n_real, seeds = _checked_settings(split, generators, n_real, seeds, num_generated,
+                                      train_steps)
     image_shape = tuple(int(d) for d in class_images.images.shape[1:])
-    characters = select_characters(class_images, num_characters, selection_seed,
-                                   max(n_real) + 1)
-    names = [class_images.class_names[c] for c in characters]
-    if background_class_names is not None:
-        leaked = sorted(set(names) & set(background_class_names))
-        if leaked:
-            raise DataError(f"selected characters include background classes {leaked[:5]}; "
-                            "pass the evaluation split")
+    characters, names = _selected_characters(class_images, num_characters, selection_seed,
+                                             max(n_real) + 1, background_class_names)
     per_class = [class_images.images_of(c) for c in characters]
     classifier = _Classifier(image_shape, len(characters), learning_rate)
     methods = {name: {} for name in generators}
@@ -218,40 +278,22 @@ def augmentation_accuracy(class_images, generators, *, split, num_characters=200
         per_seed = {name: [] for name in generators}
         counts = {name: [] for name in generators}
         for seed in seeds:
-            rng = np.random.default_rng([seed, n])
-            splits = [rng.permutation(images.shape[0]) for images in per_class]
-            support = [images[p[:n]] for images, p in zip(per_class, splits)]
-            x_real = np.concatenate(support)
-            y_real = np.repeat(np.arange(len(characters), dtype=np.int32), n)
-            x_test = np.concatenate([im[p[n:]] for im, p in zip(per_class, splits)])
-            y_test = np.concatenate([np.full(im.shape[0] - n, i, np.int32)
-                                     for i, im in enumerate(per_class)])
+            cell = _cell_split(per_class, seed, n)
             for name, generate_fn in generators.items():
                 start = time.perf_counter()
-                generated = [_check_generated(
-                    generate_fn(s, num_generated, _derived_seed(seed, n, i)), name,
-                    num_generated, image_shape) for i, s in enumerate(support)]
-                x_train = np.concatenate([x_real] + generated)
-                y_train = np.concatenate([y_real] + [np.full(g.shape[0], i, np.int32)
-                                                     for i, g in enumerate(generated)])
-                accuracy = classifier.fit_and_score(
-                    scale_images(x_train, "classifier"), y_train,
-                    scale_images(x_test, "classifier"), y_test,
-                    init_seed=[seed, 1000], order_seed=[seed, n, 2000],
+                accuracy, count = _method_cell(
+                    classifier, name, generate_fn, cell, seed, n,
+                    num_generated=num_generated, image_shape=image_shape,
                     train_steps=train_steps, batch_size=batch_size)
                 runtime[name] += time.perf_counter() - start
                 per_seed[name].append(accuracy)
-                counts[name].append((x_train.shape[0] - x_real.shape[0]) / len(characters))
+                counts[name].append(count)
                 if log_fn is not None:
                     log_fn(f"augmentation {name} n_real={n} seed={seed}: accuracy "
                            f"{accuracy:.4f}")
+        num_test_images = cell[4].shape[0]
         for name in generators:
-            mean, half = confidence_interval(per_seed[name])
-            methods[name][str(n)] = {
-                "accuracy_per_seed": per_seed[name], "mean": mean, "ci95_halfwidth": half,
-                "ci95": None if half is None else [mean - half, mean + half],
-                "num_test_images": int(y_test.shape[0]),
-                "generated_per_character": float(np.mean(counts[name]))}
+            methods[name][str(n)] = _summary(per_seed[name], counts[name], num_test_images)
     protocol = {"split": split, "num_characters": len(characters), "n_real": list(n_real),
                 "num_generated": int(num_generated), "seeds": list(seeds),
                 "selection_seed": int(selection_seed), "train_steps": int(train_steps),
