@@ -265,30 +265,3 @@ def test_rerank_keeps_the_candidates_closest_to_their_sources_cost():
     np.testing.assert_array_equal(chosen, model.sample(params, 4, seed, support).numpy())
     with pytest.raises(ConfigError, match="rerank"):
         dataclasses.replace(model.config, rerank=0).validate()
-
-
-def test_prior_consistency_trains_the_prior_through_its_draws():
-    """With beta = 0 the prior gets no gradient from the warp ELBO; the prior-consistency
-    term (register a prior draw from another support) trains it through the draw."""
-    import dataclasses
-    model = _warping_model()
-    support = tf.constant(_images(3, seed=11))
-    batch = generation.to_batch(tf.constant(_images(4, seed=12)), support)
-    prior_ids = {id(v) for v in model.warp.prior_out.trainable_variables}
-    positions = [i for i, v in enumerate(model.variables) if id(v) in prior_ids]
-    assert positions
-
-    def prior_grad_norm(weight):
-        model.config = dataclasses.replace(model.config, kl_weight=0.0,
-                                           prior_consistency=weight).validate()
-        params = model.read_params()
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            loss, aux = model.warp_loss(params, batch, tf.constant([3, 1], tf.int64))
-        grads = tape.gradient(loss, [params[i] for i in positions])
-        return float(tf.linalg.global_norm([g for g in grads if g is not None])), aux
-
-    off, aux_off = prior_grad_norm(0.0)
-    on, aux_on = prior_grad_norm(0.5)
-    assert off == 0.0 and "prior_consistency" not in aux_off
-    assert on > 0.0 and float(aux_on["prior_consistency"]) > 0.0

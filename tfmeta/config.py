@@ -309,10 +309,6 @@ class GenerationConfig:
         ELBO, relative to their source drawing (a drawing of the class is reachable from
         every drawing of it), see GenerativeModel.registration_cost. K = 1 scores
         against the source itself.
-      prior_consistency: warp generators: weight of a training term that registers a
-        draw from the prior p(z | s_i) from another support s_j (the negative warp ELBO
-        of s_j -> draw), so prior draws are deformations the class's other drawings
-        reach (0 = off); see GenerativeModel._prior_consistency.
       warp_smoothness, ink_weight: warp generators: weights of the bending-energy and
         ink-conservation penalties (tfmeta.losses.warp_regularizer).
       match_ink: warp generators: samples carry their source drawing's ink values
@@ -356,7 +352,6 @@ class GenerationConfig:
     pair_scale_low: float = 0.0
     pair_scale_high: float = 1.0
     rerank: int = 1
-    prior_consistency: float = 0.0
 
     def model_overrides(self):
         """Preset overrides (tfmeta.models.presets keys) of the structure fields."""
@@ -426,9 +421,6 @@ class GenerationConfig:
         _check(self.model == "warp" or not self.match_ink, "--match_ink needs --model=warp")
         _check(0 <= self.pair_scale_low <= self.pair_scale_high,
                "--pair_scale_low/--pair_scale_high must satisfy 0 <= low <= high")
-        _check(self.prior_consistency >= 0, "--prior_consistency must be >= 0")
-        _check(self.model == "warp" or not self.prior_consistency,
-               "--prior_consistency needs --model=warp")
         _check(self.rerank >= 1, f"--rerank must be >= 1 (1: off), got {self.rerank}")
         _check(self.model == "warp" or self.rerank == 1, "--rerank needs --model=warp")
         _check(self.warp_sampling in WARP_SAMPLING,

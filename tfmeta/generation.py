@@ -173,38 +173,7 @@ class GenerativeModel:
                 ink=self.config.ink_weight)
             loss = loss + penalty
             aux.update(penalties)
-            if self.config.prior_consistency:
-                term = self._prior_consistency(source, index, support, prior_mean,
-                                               prior_logvar, c, seed)
-                loss = loss + self.config.prior_consistency * term
-                aux["prior_consistency"] = term
         return loss, aux
-
-    def _prior_consistency(self, source, index, support, prior_mean, prior_logvar, c, seed):
-        """Mean negative warp ELBO (plus the warp penalties) of registering a prior draw
-        x~ = warp(s_i, z ~ p(z | s_i)) from another support s_j: the prior is trained to
-        draw deformations that the other drawings of the class reach (a drawing of the
-        class), not only ones the registration of two drawings produced."""
-        eps = tf.random.stateless_normal(tf.shape(prior_mean), fold_seed(seed, 2))
-        prior_flow = self.warp.flow(source, prior_mean + tf.exp(0.5 * prior_logvar) * eps, c)
-        drawn = self.warp.warp(source, prior_flow)
-        k = tf.shape(support)[0]
-        index = tf.cast(index, tf.int32)
-        offset = tf.random.stateless_uniform(tf.shape(index), fold_seed(seed, 3), 1,
-                                             tf.maximum(k, 2), dtype=tf.int32)
-        other = tf.gather(support, (index + offset) % k)
-        mean, logvar = self.warp.encode(other, drawn, c)
-        other_mean, other_logvar = self.warp.prior(other, c)
-        z = mean + tf.exp(0.5 * logvar) * tf.random.stateless_normal(tf.shape(mean),
-                                                                     fold_seed(seed, 4))
-        flow = self.warp.flow(other, z, c)
-        term, _ = losses.warp_elbo_loss(self.warp.warp(other, flow), drawn, mean, logvar,
-                                        beta=self.config.kl_weight, prior_mean=other_mean,
-                                        prior_logvar=other_logvar)
-        _, penalty = losses.warp_regularizer(prior_flow, source, drawn,
-                                             smoothness=self.config.warp_smoothness,
-                                             ink=self.config.ink_weight)
-        return term + penalty
 
     def _warp_inputs(self, source, z, c):
         return (source, z) if c is None else (source, z, c)
