@@ -133,3 +133,21 @@ def test_committed_search_configs_parse_and_validate():
         for params in ({k: (v[0] if isinstance(v, list) else next(iter(v.values()))[0])
                         for k, v in space.items()},):
             common.with_flag_values(config, params)   # every first choice validates
+
+
+def test_default_space_of_each_family_holds_only_its_options():
+    """The warp family has no extra blocks or normalisation: its default space leaves
+    them out, and the searched headline config is a valid baseline trial."""
+    from tfmeta.search import baseline_params, default_space
+    for model, preset in (("gan", "dcgan28"), ("vae", "vae28"), ("warp", "warp28")):
+        space = default_space(model)
+        assert ("norm" in space) == (model != "warp"), model
+        config = GenerationConfig(model=model, preset=preset).validate()
+        params = baseline_params(config, space)
+        assert params is None or set(params) == set(space), model
+    from tfmeta.config import InnerConfig, OuterConfig
+    warp = GenerationConfig(model="warp", preset="warp28",
+                            inner=InnerConfig(num_steps=1, lr=0.05),
+                            outer=OuterConfig(algorithm="fomaml", meta_lr=1e-3)).validate()
+    params = baseline_params(warp, default_space("warp"))
+    assert params is not None and params["width"] == 32 and params["activation"] == "relu"

@@ -60,6 +60,9 @@ def default_space(model):
     if model == "gan":
         space.update(critic_width=[32, 64], critic_depth=[0, 1],
                      norm=["none", "batch", "instance"])
+    if model == "warp":   # no extra blocks or normalisation in the warp network
+        for name in ("depth", "residual", "norm"):
+            del space[name]
     return space
 
 
@@ -111,7 +114,7 @@ def baseline_params(config, space):
     resolved = {
         "width": preset["generator_filters" if gan else "base_filters"],
         "critic_width": preset.get("discriminator_filters"),
-        "norm": preset["generator_norm" if gan else "norm"],
+        "norm": preset.get("generator_norm" if gan else "norm"),
         "activation": preset["activation"],
     }
     params = {}
