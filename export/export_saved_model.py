@@ -224,13 +224,14 @@ def _checkpoint_exists(checkpoint):
 
 
 def export_checkpoint(checkpoint, base_path, model_name, support_images=None, version=None,
-                      warmup=True):
+                      warmup=True, sampling=None):
     """What the CLI does: checkpoint -> generative module -> exported version dir.
 
     `support_images` is an optional glob of image files (required for support-only
     families such as the warp generator); when given, the restored model's module is
     built adapted to them (`tfmeta.generation.GenerativeModule`'s `support_images`,
-    float32 [K, H, W, C] in [-1, 1], read at the model's image size). Raises
+    float32 [K, H, W, C] in [-1, 1], read at the model's image size). `sampling`:
+    "field=value,..." sampling overrides (`tfmeta.generation.parse_sampling`). Raises
     TfmetaError subclasses with user-facing messages.
     """
     if not _checkpoint_exists(checkpoint):
@@ -242,7 +243,7 @@ def export_checkpoint(checkpoint, base_path, model_name, support_images=None, ve
     except ImportError as e:
         raise ConfigError("tfmeta.generation is not available in this installation "
                           f"({e}); cannot build a module to export") from e
-    config, model, learner = restore_model(checkpoint)
+    config, model, learner = restore_model(checkpoint, sampling)
     # The image size is the model's, known only once it is restored.
     support = _read_support_images(paths, model.image_shape) if paths else None
     module = GenerativeModule(config, model, learner, support_images=support)
@@ -258,7 +259,8 @@ def main(argv):
     f = flags.FLAGS
     try:
         version_dir = export_checkpoint(f.checkpoint, f.base_path, f.model_name,
-                                        f.support_images, f.version, f.warmup)
+                                        f.support_images, f.version, f.warmup,
+                                        sampling=f.sampling)
     except (TfmetaError, OSError) as e:
         sys.exit(f"error: {e}")
     print(f"exported {version_dir}")
@@ -276,6 +278,8 @@ def _define_flags():
     flags.DEFINE_string("base_path", None, "Model repository root.")
     flags.DEFINE_integer("version", None, "Version number; default: next free one.")
     flags.DEFINE_boolean("warmup", True, "Write TF Serving warm-up requests.")
+    flags.DEFINE_string("sampling", "", "Sampling overrides, field=value,... (e.g. "
+                        "rerank=4; default: the run's own settings).")
     flags.mark_flags_as_required(["checkpoint", "model_name", "base_path"])
 
 

@@ -284,3 +284,21 @@ def test_one_seed_gives_the_same_images_in_serving_evaluation_and_the_cli(checkp
         archive.adapt_and_sample(support_images=tf.constant(support),
                                  num_samples=tf.constant(6), seed=tf.constant(11, tf.int64),
                                  steps=tf.constant(2))["images"].numpy(), served)
+
+
+def test_sampling_overrides_change_how_a_checkpoint_samples_not_its_weights(checkpoint):
+    """--sampling: validated sampling fields only; the restored weights are the same."""
+    base_config, base_model, _ = generation.restore_model(checkpoint)
+    assert generation.parse_sampling("") == {}
+    assert generation.parse_sampling("match_ink=false, temperature=0.5") == {
+        "match_ink": False, "temperature": 0.5}
+    for bad, match in [("kl_weight=2", "not <field>=<value>"), ("rerank", "not <field>"),
+                       ("rerank=two", "not a int")]:
+        with pytest.raises(ConfigError, match=match):
+            generation.parse_sampling(bad)
+    with pytest.raises(ConfigError, match="--rerank needs --model=warp"):
+        generation.restore_model(checkpoint, {"rerank": 2})   # the checkpoint is a GAN
+    config, model, _ = generation.restore_model(checkpoint, {"temperature": 1.0})
+    assert config == base_config
+    for a, b in zip(model.variables, base_model.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -306,7 +306,7 @@ def test_export_checkpoint_reads_and_inverts_support_images(tmp_path, toy, monke
         Image.fromarray(page).save(tmp_path / "support" / f"{i}.png")
     calls = []
 
-    def fake_restore(path):
+    def fake_restore(path, sampling=None):
         calls.append(path)
         return "config", type("Model", (), {"image_shape": (28, 28, 1)})(), "learner"
 

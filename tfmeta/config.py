@@ -509,6 +509,9 @@ class EvalConfig:
       extractor_num_classes: background characters (feature-extractor classes).
       threads: TF intra-op threads (0: all cores); applied by the trainer before TF starts.
       onednn: TF's oneDNN CPU kernels (TF's default on x86); applied by the trainer.
+      sampling: sampling overrides for every checkpoint, "field=value,..." over
+        tfmeta.generation.SAMPLING_FIELDS (e.g. "warp_sampling=prior,
+        prior_temperature=0.7,rerank=4"; "" = each run's own settings).
     """
     checkpoint: tuple = ()
     method_names: tuple = ()
@@ -541,6 +544,7 @@ class EvalConfig:
     extractor_num_classes: int = 964
     threads: int = 0
     onednn: bool = True
+    sampling: str = ""
 
     def validate(self):
         """Raises ConfigError (naming the flag) for a setting the harness refuses before

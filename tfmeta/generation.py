@@ -47,7 +47,7 @@ from tfmeta.models import warp as warp_lib
 
 __all__ = ["GenerativeModel", "build_learner", "split_generation_task", "to_batch",
            "GenerativeModule", "load_generative_module", "adapt", "adapt_and_sample",
-           "restore_model",
+           "restore_model", "parse_sampling", "SAMPLING_FIELDS",
            "check_support_images"]
 
 
@@ -407,8 +407,45 @@ def _resolve_workdir(checkpoint):
     return None, None
 
 
-def restore_model(checkpoint):
-    """(config, model, learner) restored from a meta_gan workdir/checkpoint."""
+# Fields of GenerationConfig that only change how a trained generator samples (never its
+# variables or training): a restored model can be sampled with other values.
+SAMPLING_FIELDS = ("warp_sampling", "temperature", "prior_temperature", "pair_scale_low",
+                   "pair_scale_high", "rerank", "match_ink")
+
+
+def parse_sampling(text):
+    """`"key=value,key=value"` over SAMPLING_FIELDS -> {field: typed value} (ConfigError
+    names an unknown field or a bad value); empty text -> {}."""
+    defaults = cfg.GenerationConfig()
+    out = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in SAMPLING_FIELDS:
+            raise ConfigError(f"--sampling: {item!r} is not <field>=<value> with a field "
+                              f"of {SAMPLING_FIELDS}")
+        kind = type(getattr(defaults, key))
+        try:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1")
+            else:
+                out[key] = kind(value)
+        except ValueError:
+            raise ConfigError(f"--sampling: {key}={value!r} is not a {kind.__name__}"
+                              ) from None
+    return out
+
+
+def restore_model(checkpoint, sampling=None):
+    """(config, model, learner) restored from a meta_gan workdir/checkpoint.
+
+    sampling: optional {field: value} over SAMPLING_FIELDS, or its "field=value,..."
+    text (`parse_sampling`): the run's config with these sampling settings replaced
+    (validated), e.g. reranked prior draws for offline augmentation from a checkpoint
+    trained with "pairs" sampling.
+    """
     from tfmeta import train as train_lib
     workdir, prefix = _resolve_workdir(checkpoint)
     if workdir is None or prefix is None:
@@ -420,6 +457,15 @@ def restore_model(checkpoint):
                           "rebuild the model; point --checkpoint at a trainers.meta_gan workdir")
     with open(config_path) as f:
         config = cfg.from_dict(cfg.GenerationConfig, json.load(f))
+    if isinstance(sampling, str):
+        sampling = parse_sampling(sampling)
+    if sampling:
+        unknown = sorted(set(sampling) - set(SAMPLING_FIELDS))
+        if unknown:
+            raise ConfigError(f"sampling overrides {unknown} are not sampling settings "
+                              f"{SAMPLING_FIELDS}")
+        import dataclasses
+        config = dataclasses.replace(config, **sampling).validate()
     model = GenerativeModel(config, seed=config.train.seed)
     learner = build_learner(config, model)
     ckpt, _, _ = train_lib.make_checkpoint(learner)

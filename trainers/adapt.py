@@ -23,6 +23,8 @@ flags.DEFINE_integer("num_samples", 16, "samples to draw")
 flags.DEFINE_integer("seed", 0, "seed of adaptation and sampling")
 flags.DEFINE_string("invert", "auto", "auto, always or never (see export.client)")
 flags.DEFINE_string("out", "grid.png", "output PNG")
+flags.DEFINE_string("sampling", "", "sampling overrides, field=value,... (e.g. "
+                    "warp_sampling=prior,prior_temperature=0.7,rerank=4; default: the run's)")
 flags.mark_flags_as_required(["checkpoint", "images"])
 FLAGS = flags.FLAGS
 
@@ -41,7 +43,7 @@ def main(argv):
     from export.client import load_support_images, make_grid
     from tfmeta import generation, summaries
     from tfmeta.data import scale_images
-    config, model, learner = generation.restore_model(FLAGS.checkpoint)
+    config, model, learner = generation.restore_model(FLAGS.checkpoint, FLAGS.sampling)
     size, channels = config.data.image_size, config.data.channels
     support = load_support_images(paths, size, size, channels, invert=FLAGS.invert)
     module = generation.GenerativeModule(config, model, learner, scale_images(support, "gan"),

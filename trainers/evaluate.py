@@ -75,6 +75,9 @@ def define_flags(flag_values=flags.FLAGS):
          "background characters (feature-extractor classes)")
     _INT("threads", d.threads, "TF intra-op threads (0: all cores)")
     _BOOL("onednn", d.onednn, "TF's oneDNN CPU kernels (TF's default on x86)")
+    _STR("sampling", d.sampling, "sampling overrides for every --checkpoint, "
+         "field=value,... (e.g. warp_sampling=prior,prior_temperature=0.7,rerank=4; "
+         "default: each run's own)")
 
 
 def log(message):

@@ -117,14 +117,15 @@ class GeneratorSampler:
         return images_to_uint8(out, "gan")
 
 
-def meta_generator_fn(checkpoint, steps=None):
+def meta_generator_fn(checkpoint, steps=None, sampling=None):
     """generate_fn of a meta-trained generator (a trainers.meta_gan workdir/checkpoint).
 
     The checkpoint is restored once; each call adapts the meta-parameters to its support
     set with `steps` inner steps (default: the run's `inner.eval_num_steps`) of the
-    run's own inner update rule, and samples. Returns a `GeneratorSampler` (callable).
+    run's own inner update rule, and samples (with the run's sampling settings, or
+    `sampling` overrides: see `generation.restore_model`). Returns a `GeneratorSampler`.
     """
-    config, model, learner = generation.restore_model(checkpoint)
+    config, model, learner = generation.restore_model(checkpoint, sampling)
     steps = config.inner.eval_num_steps if steps is None else steps
     sampler = GeneratorSampler(model, learner, steps, name=f"checkpoint {checkpoint}")
     sampler.checkpoint = checkpoint
@@ -298,12 +299,14 @@ def method_name(config):
     return name + (f"_ctx{config.context_dim}" if config.context_dim else "")
 
 
-def checkpoint_methods(checkpoints, names=None, steps=None, taken=(), log_fn=None):
+def checkpoint_methods(checkpoints, names=None, steps=None, taken=(), log_fn=None,
+                       sampling=None):
     """{method name: meta_generator_fn} for meta_gan checkpoints, in the given order.
 
     names: one per checkpoint (default `method_name` of its config; a name already in
     `taken` or used before gets a numeric suffix). steps: inner steps for all (None:
-    each run's `inner.eval_num_steps`).
+    each run's `inner.eval_num_steps`). sampling: sampling overrides for all (a dict or
+    "field=value,..."; see `generation.restore_model`).
     """
     checkpoints = list(checkpoints)
     names = list(names or [None] * len(checkpoints))
@@ -312,7 +315,7 @@ def checkpoint_methods(checkpoints, names=None, steps=None, taken=(), log_fn=Non
                           "give one name per checkpoint")
     methods = {}
     for path, name in zip(checkpoints, names):
-        fn = meta_generator_fn(path, steps)
+        fn = meta_generator_fn(path, steps, sampling)
         name = name or method_name(fn.model.config)
         base, i = name, 2
         while name in methods or name in taken:

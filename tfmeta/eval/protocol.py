@@ -42,7 +42,7 @@ def build_methods(config, log=print):
             match_ink=True)
     checkpoints = generators.checkpoint_methods(
         config.checkpoint, config.method_names, None if config.adapt_steps < 0
-        else config.adapt_steps, taken=methods, log_fn=log)
+        else config.adapt_steps, taken=methods, log_fn=log, sampling=config.sampling)
     methods.update(checkpoints)
     if config.with_jitter:
         methods.update({f"{name}+jitter": eval_lib.with_jitter(fn)
