@@ -302,3 +302,24 @@ def test_sampling_overrides_change_how_a_checkpoint_samples_not_its_weights(chec
     assert config == base_config
     for a, b in zip(model.variables, base_model.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_walkthrough_bad_inputs_are_one_line_errors(checkpoint, tmp_path):
+    """trainers.meta_gan --workdir=<a file> and trainers.adapt --images=<not an image>:
+    one clear error line and exit status 2, no traceback (issue 18's walk-through)."""
+    import subprocess
+    import sys
+    from trainers import common
+    not_a_dir = tmp_path / "notes.txt"
+    not_a_dir.write_text("a file, not a run folder")
+    with pytest.raises(ConfigError, match="exists and is not a directory"):
+        common.parse_config(cfg.GenerationConfig(), ["prog", f"--workdir={not_a_dir}"])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainers.adapt", f"--checkpoint={checkpoint}",
+         f"--images={not_a_dir}", f"--out={tmp_path / 'grid.png'}"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: --images: cannot read support image" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -7,6 +7,7 @@ cross-field constraints and raises `ConfigError` naming the flag and what to do.
 
 import dataclasses
 import json
+import os
 from typing import Optional
 
 from tfmeta.errors import ConfigError
@@ -180,6 +181,9 @@ class TrainConfig:
 
     def validate(self):
         _check(bool(self.workdir), "--workdir must be set")
+        _check(not os.path.exists(self.workdir) or os.path.isdir(self.workdir),
+               f"--workdir {self.workdir!r} exists and is not a directory (a run's workdir "
+               "holds its checkpoints, config.json and TensorBoard events)")
         _check(self.threads >= 0, "--threads must be >= 0 (0: TensorFlow's default)")
         _check(self.parallel_tasks >= 0, "--parallel_tasks must be >= 0 (0: automatic)")
         _check(self.num_steps >= 0, "--num_steps must be >= 0")

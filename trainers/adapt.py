@@ -32,7 +32,7 @@ FLAGS = flags.FLAGS
 @common.main_guard
 def main(argv):
     del argv
-    from tfmeta.errors import ConfigError
+    from tfmeta.errors import ConfigError, DataError
     paths = sorted(glob.glob(FLAGS.images))
     if not 1 <= len(paths) <= 20:
         raise ConfigError(f"--images {FLAGS.images!r} matched {len(paths)} files; give 1-20")
@@ -40,12 +40,15 @@ def main(argv):
     import tensorflow as tf
     from PIL import Image
 
-    from export.client import load_support_images, make_grid
+    from export.client import ClientError, load_support_images, make_grid
     from tfmeta import generation, summaries
     from tfmeta.data import scale_images
     config, model, learner = generation.restore_model(FLAGS.checkpoint, FLAGS.sampling)
     size, channels = config.data.image_size, config.data.channels
-    support = load_support_images(paths, size, size, channels, invert=FLAGS.invert)
+    try:
+        support = load_support_images(paths, size, size, channels, invert=FLAGS.invert)
+    except ClientError as e:
+        raise DataError(f"--images: {e}") from None
     module = generation.GenerativeModule(config, model, learner, scale_images(support, "gan"),
                                          steps=FLAGS.steps, seed=FLAGS.seed)
     samples = module.sample(tf.constant(FLAGS.num_samples), tf.constant(FLAGS.seed, tf.int64))
