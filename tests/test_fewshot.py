@@ -12,16 +12,11 @@ import pytest
 from tfmeta import config as cfg
 from tfmeta.errors import ConfigError, DataError
 from trainers import common
+from fakes import write_split_lists
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _lists(folder, **lists):
-    os.makedirs(folder, exist_ok=True)
-    for name, lines in lists.items():
-        with open(os.path.join(folder, f"{name}.txt"), "w") as f:
-            f.write("".join(line + "\n" for line in lines))
-    return str(folder)
 
 
 def _rotated(characters, rotations=("000", "090")):
@@ -47,7 +42,7 @@ def _config(tmp_path, split_dir, data_dir, *extra):
 
 def test_split_lists_end_to_end_tested_at_every_way(pooled_omniglot_dir, tmp_path):
     from tfmeta import fewshot
-    split_dir = _lists(tmp_path / "lists", trainval=TRAIN, val=VAL, test=TEST)
+    split_dir = write_split_lists(tmp_path / "lists", trainval=TRAIN, val=VAL, test=TEST)
     config = _config(tmp_path, split_dir, pooled_omniglot_dir, "--test_n_ways=5,3")
     assert config.test_ways == (2, 3, 5)
     lines = []
@@ -68,7 +63,7 @@ def test_split_lists_end_to_end_tested_at_every_way(pooled_omniglot_dir, tmp_pat
 
 def test_ways_beyond_a_split_are_refused_before_training(pooled_omniglot_dir, tmp_path):
     from tfmeta import fewshot
-    split_dir = _lists(tmp_path / "lists", trainval=TRAIN, val=VAL, test=TEST)
+    split_dir = write_split_lists(tmp_path / "lists", trainval=TRAIN, val=VAL, test=TEST)
     with pytest.raises(ConfigError, match=r"--test_n_ways: 9-way tasks need 9 classes, "
                                           r"but the test split 'test' has 8 \(.*test.txt\)"):
         fewshot.run(_config(tmp_path, split_dir, pooled_omniglot_dir, "--test_n_ways=9"),
@@ -85,7 +80,7 @@ def test_ways_beyond_a_split_are_refused_before_training(pooled_omniglot_dir, tm
 
 def test_training_list_overlapping_the_test_list_is_refused(pooled_omniglot_dir, tmp_path):
     from tfmeta import fewshot
-    split_dir = _lists(tmp_path / "lists", trainval=TRAIN + ["Ev0/character02/rot270"],
+    split_dir = write_split_lists(tmp_path / "lists", trainval=TRAIN + ["Ev0/character02/rot270"],
                        val=VAL, test=TEST)
     with pytest.raises(DataError, match=r"trainval.txt:13: Ev0/character02/rot270 "
                                         r"overlaps the test list \(.*test.txt:5: "):
@@ -93,7 +88,7 @@ def test_training_list_overlapping_the_test_list_is_refused(pooled_omniglot_dir,
 
 
 def test_trainer_prints_one_line_naming_file_and_line(pooled_omniglot_dir, tmp_path):
-    split_dir = _lists(tmp_path / "lists", trainval=TRAIN[:1] + ["Bg0/character02/rot45"],
+    split_dir = write_split_lists(tmp_path / "lists", trainval=TRAIN[:1] + ["Bg0/character02/rot45"],
                        val=VAL, test=TEST)
     proc = subprocess.run(
         [sys.executable, "-m", "trainers.fewshot", "--algorithm=protonet",

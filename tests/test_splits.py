@@ -9,15 +9,9 @@ import pytest
 from tfmeta.config import DataConfig
 from tfmeta.data import load_class_images, splits
 from tfmeta.errors import ConfigError, DataError
+from fakes import write_split_lists
 
 
-def _lists(folder, **lists):
-    """Writes `<name>.txt` files (one line per list item) into `folder`; returns it."""
-    os.makedirs(folder, exist_ok=True)
-    for name, lines in lists.items():
-        with open(os.path.join(folder, f"{name}.txt"), "w") as f:
-            f.write("".join(line + "\n" for line in lines))
-    return str(folder)
 
 
 def _load(split, split_dir, pooled_omniglot_dir, tmp_path, **kw):
@@ -28,7 +22,7 @@ def _load(split, split_dir, pooled_omniglot_dir, tmp_path, **kw):
 def test_listed_classes_rotated_from_both_archives(pooled_omniglot_dir, tmp_path):
     lines = ["Ev0/character02/rot090", "Bg1/character01/rot000", "Bg0/character03/rot270",
              "Bg0/character03/rot180"]
-    split_dir = _lists(tmp_path / "lists", mine=lines + [""])   # trailing blank line
+    split_dir = write_split_lists(tmp_path / "lists", mine=lines + [""])   # trailing blank line
     data = _load("mine", split_dir, pooled_omniglot_dir, tmp_path)
     assert data.class_names == lines
     np.testing.assert_array_equal(data.counts, [20] * 4)
@@ -49,7 +43,7 @@ def test_listed_classes_rotated_from_both_archives(pooled_omniglot_dir, tmp_path
 
 def test_relative_split_dir_is_found_under_the_data_folder(pooled_omniglot_dir, tmp_path,
                                                             monkeypatch):
-    _lists(os.path.join(pooled_omniglot_dir, "splits", "tiny"), test=["Bg1/character02/rot000"])
+    write_split_lists(os.path.join(pooled_omniglot_dir, "splits", "tiny"), test=["Bg1/character02/rot000"])
     monkeypatch.chdir(tmp_path)   # no splits/tiny here
     data = _load("test", "splits/tiny", pooled_omniglot_dir, tmp_path)
     assert data.class_names == ["Bg1/character02/rot000"]
@@ -73,20 +67,20 @@ def test_relative_split_dir_is_found_under_the_data_folder(pooled_omniglot_dir, 
     ([], r"bad.txt: the class list is empty"),
 ])
 def test_bad_list_names_file_and_line(lines, match, pooled_omniglot_dir, tmp_path):
-    split_dir = _lists(tmp_path / "lists", bad=lines)
+    split_dir = write_split_lists(tmp_path / "lists", bad=lines)
     with pytest.raises(DataError, match=match):
         _load("bad", split_dir, pooled_omniglot_dir, tmp_path)
 
 
 def test_missing_list_names_the_lists_there(pooled_omniglot_dir, tmp_path):
-    split_dir = _lists(tmp_path / "lists", train=["Bg0/character01/rot000"],
+    split_dir = write_split_lists(tmp_path / "lists", train=["Bg0/character01/rot000"],
                        test=["Ev0/character01/rot000"])
     with pytest.raises(DataError, match=r"no class list .*validation.txt.*\['test', 'train'\]"):
         _load("validation", split_dir, pooled_omniglot_dir, tmp_path)
 
 
 def test_training_list_sharing_a_test_character_is_refused(tmp_path):
-    split_dir = _lists(tmp_path / "lists",
+    split_dir = write_split_lists(tmp_path / "lists",
                        train=["Bg0/character01/rot000", "Bg0/character02/rot090"],
                        val=["Bg1/character01/rot000"],
                        test=["Ev0/character01/rot000", "Bg0/character02/rot000"])
@@ -105,7 +99,7 @@ def test_generation_runs_check_the_lists_too(pooled_omniglot_dir, tmp_path):
 
     from tfmeta import config as cfg
     from tfmeta import meta_gan
-    split_dir = _lists(tmp_path / "lists", train=["Ev0/character01/rot090"],
+    split_dir = write_split_lists(tmp_path / "lists", train=["Ev0/character01/rot090"],
                        test=["Ev0/character01/rot000"])
     base = cfg.GenerationConfig()
     config = dataclasses.replace(base, data=DataConfig(
@@ -116,7 +110,7 @@ def test_generation_runs_check_the_lists_too(pooled_omniglot_dir, tmp_path):
 
 
 def test_rotations_flag_with_a_split_dir_is_an_error(pooled_omniglot_dir, tmp_path):
-    split_dir = _lists(tmp_path / "lists", train=["Bg0/character01/rot000"])
+    split_dir = write_split_lists(tmp_path / "lists", train=["Bg0/character01/rot000"])
     with pytest.raises(ConfigError, match="--rotations with --split_dir"):
         _load("train", split_dir, pooled_omniglot_dir, tmp_path, rotations=True)
     with pytest.raises(ConfigError, match="--rotations with --split_dir"):
