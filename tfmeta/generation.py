@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmeta import config as cfg
-from tfmeta import losses
+from tfmeta import losses, overrides
 from tfmeta.data import scale_images
 from tfmeta.errors import ConfigError, DataError
 from tfmeta.meta import (GRADIENT_ALGORITHMS, Objective, adapt as inner_adapt, fold_seed,
@@ -464,8 +464,7 @@ def restore_model(checkpoint, sampling=None):
         if unknown:
             raise ConfigError(f"sampling overrides {unknown} are not sampling settings "
                               f"{SAMPLING_FIELDS}")
-        import dataclasses
-        config = dataclasses.replace(config, **sampling).validate()
+        config = overrides.with_flag_values(config, sampling)
     model = GenerativeModel(config, seed=config.train.seed)
     learner = build_learner(config, model)
     ckpt, _, _ = train_lib.make_checkpoint(learner)
