@@ -17,6 +17,10 @@ forward, inner backward, second-order and outer backward ops actually in the gra
 
     python -m benchmarks.meta_step                       # all configs, meta-batch 32
     python -m benchmarks.meta_step --repeats 2 --configs maml2_1step,reptile_5step
+    # the 20-way 1-shot MAML configs (configs/*maml_20w1s.cfg): 5 steps of lr 0.1,
+    # meta-batch 16, 1 training query per class, max-pool Conv-4
+    python -m benchmarks.meta_step --configs maml2_5step --network conv4 --n_way 20 \
+        --k_query 1 --meta_batch_size 16 --inner_lr 0.1 --repeats 3
 """
 
 import argparse
@@ -127,7 +131,8 @@ def run_one(args):
     compile_seconds, times = time_meta_steps(learner, batches, args)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     seconds = float(np.median(times))
-    print(f"config={args.configs} network={args.network} "
+    print(f"config={args.configs} network={args.network} n_way={args.n_way} "
+          f"k_shot={args.k_shot} k_query={args.k_query} inner_lr={args.inner_lr} "
           f"meta_batch_size={args.meta_batch_size} seconds_per_meta_iter={seconds:.4f} "
           f"compile_seconds={compile_seconds:.2f} peak_rss_mb={peak_mb:.0f} "
           f"idle_rss_mb={idle_mb:.0f} {flops_lib.achieved(flops, seconds, args.peak_gflops)} "
