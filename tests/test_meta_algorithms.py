@@ -474,14 +474,14 @@ def test_every_learner_conforms_to_the_learner_contract(tiny):
     """tfmeta.meta.MetaLearner: each algorithm of make_learner, ProtoNet and the
     tf.distribute wrapper; adapt_and_evaluate works the same way on all of them."""
     from tfmeta import distribute
+    from tfmeta.config import META_ALGORITHMS
     from tfmeta.meta import MetaLearner, ProtoNet, make_learner
     model, support, query = tiny
     objective = classification_objective(model)
     learners = {name: make_learner(name, model.trainable_variables, objective, objective,
                                    inner_optimizer="sgd", inner_lr=0.1, num_inner_steps=1,
                                    meta_optimizer=keras.optimizers.SGD(0.01))
-                for name in ("maml", "fomaml", "meta_sgd", "meta_curvature", "reptile",
-                             "aggregation")}
+                for name in META_ALGORITHMS}   # the one list: every name builds
     encoder = keras.Sequential([keras.Input((4, 4, 1), dtype=F64),
                                 keras.layers.Flatten(dtype=F64), keras.layers.Dense(4, dtype=F64)])
     learners["protonet"] = ProtoNet(encoder, 3, keras.optimizers.Adam(1e-3))

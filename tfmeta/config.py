@@ -16,12 +16,15 @@ __all__ = [
     "DataConfig", "TaskConfig", "InnerConfig", "OuterConfig", "TrainConfig",
     "FewShotConfig", "GenerationConfig", "to_dict", "from_dict", "dumps",
     "FEWSHOT_ALGORITHMS", "GENERATION_ALGORITHMS", "GENERATION_MODELS",
+    "GRADIENT_ALGORITHMS", "META_ALGORITHMS",
 ]
 
-FEWSHOT_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature", "reptile",
-                      "aggregation", "protonet")
-GENERATION_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature", "reptile",
-                         "aggregation")
+# The one list of algorithm names (tfmeta.meta.make_learner builds each; tested).
+# Gradient-based: the outer loop differentiates the outer objectives (a meta-optimizer).
+GRADIENT_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature")
+META_ALGORITHMS = GRADIENT_ALGORITHMS + ("reptile", "aggregation")
+FEWSHOT_ALGORITHMS = META_ALGORITHMS + ("protonet",)
+GENERATION_ALGORITHMS = META_ALGORITHMS
 GENERATION_MODELS = ("gan", "vae", "warp")
 INNER_OPTIMIZERS = ("sgd", "adam")
 WARP_SAMPLING = ("prior", "pairs", "pairs+prior")

@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from tfmeta.data.cache import CACHE_DIR_ENV, resolve_cache_dir  # noqa: F401 (re-exported)
 from tfmeta.data.preprocess import scale_images, unscale_images
 from tfmeta.errors import ConfigError, DataError
 
@@ -38,7 +39,6 @@ __all__ = ["FeatureExtractorConfig", "FeatureExtractor", "InceptionFeatureExtrac
            "train_feature_extractor", "get_feature_extractor", "images_to_uint8",
            "resolve_cache_dir", "TRAIN_SPLITS", "CACHE_DIR_ENV"]
 
-CACHE_DIR_ENV = "TFMETA_CACHE_DIR"
 # Splits made only of Omniglot background characters (see tfmeta.data).
 TRAIN_SPLITS = ("background", "train")
 _PREDICT_BATCH = 512
@@ -89,12 +89,6 @@ class FeatureExtractorConfig:
         """Short hash naming the cached weights file."""
         text = json.dumps(dataclasses.asdict(self), sort_keys=True, default=list)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-def resolve_cache_dir(cache_dir=None):
-    """`cache_dir`, else $TFMETA_CACHE_DIR, else ~/.cache/tfmeta."""
-    path = cache_dir or os.environ.get(CACHE_DIR_ENV) or os.path.join("~", ".cache", "tfmeta")
-    return os.path.expanduser(str(path))
 
 
 def images_to_uint8(images, value_range="gan"):

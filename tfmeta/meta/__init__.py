@@ -14,12 +14,8 @@ from tfmeta.meta.protonets import ProtoNet
 from tfmeta.meta.registry import GRADIENT_ALGORITHMS, learner_from_config, make_learner
 from tfmeta.meta.reptile import Reptile
 
-LEARNERS = {"maml": MAML, "meta_sgd": MetaSGD, "meta_curvature": MetaCurvature,
-            "reptile": Reptile,
-            "aggregation": ModelAggregation, "protonet": ProtoNet}
-
 __all__ = ["SGD", "Adam", "AdaptResult", "Objective", "adapt", "fold_seed", "keras_loss",
            "param_slices", "stateless_apply", "MAML", "MetaSGD", "MetaCurvature",
            "Preconditioned", "Reptile", "make_learner", "learner_from_config",
            "GRADIENT_ALGORITHMS",
-           "ModelAggregation", "ProtoNet", "LEARNERS", "MetaLearner"]
+           "ModelAggregation", "ProtoNet", "MetaLearner"]

@@ -1,5 +1,6 @@
 """One place that turns an algorithm name into a learner (used by fewshot and generation)."""
 
+from tfmeta.config import GRADIENT_ALGORITHMS   # the one list of algorithm names
 from tfmeta.errors import ConfigError
 from tfmeta.meta.aggregation import ModelAggregation
 from tfmeta.meta.inner_loop import SGD, Adam
@@ -9,9 +10,6 @@ from tfmeta.meta.meta_sgd import MetaSGD
 from tfmeta.meta.reptile import Reptile
 
 __all__ = ["GRADIENT_ALGORITHMS", "learner_from_config", "make_learner"]
-
-# Algorithms whose outer loop differentiates the outer objectives (a meta-optimizer).
-GRADIENT_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature")
 
 
 def make_learner(algorithm, variables, inner_objectives, outer_objectives, *,
