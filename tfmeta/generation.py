@@ -312,6 +312,8 @@ class GenerativeModel:
         return loss, aux
 
     def generator_loss(self, params, batch, seed):
+        """GAN generator loss of fakes [N, H, W, C] drawn from z ~ N(0, I) with the context
+        of batch["context_images"] (N = the batch's image count). Returns (loss, {})."""
         g_loss, _ = losses.GAN_LOSSES[self.config.gan_loss]
         with self._scope(params):
             _, fake, critic = self._gan_terms(batch, seed)
@@ -359,6 +361,7 @@ class GenerativeModel:
         return critics + [generator]
 
     def read_params(self):
+        """The current values of `variables` as a list of tensors (the meta-parameters)."""
         return [tf.convert_to_tensor(v) for v in self.variables]
 
 
@@ -528,6 +531,8 @@ class GenerativeModule(tf.Module):
 
     @property
     def variables(self):
+        """Every variable the signatures read: meta-parameters, learned update rule and,
+        when adapted at construction, the adapted parameters and the support images."""
         out = list(self.meta_variables) + list(self.update_rule)
         if self.adapted_variables is not None:
             out += list(self.adapted_variables) + [self.support]
@@ -544,6 +549,9 @@ class GenerativeModule(tf.Module):
         return self._model.sample(params, num_samples, seed, tf.convert_to_tensor(self.support))
 
     def adapt_and_sample(self, support_images, num_samples, seed, steps):
+        """support_images [K, H, W, C] in [-1, 1], int32 num_samples, int64 seed, int32
+        steps -> images [num_samples, H, W, C] in [-1, 1] (module-level
+        `adapt_and_sample` with seed [seed, 0])."""
         seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
         return adapt_and_sample(self._learner, self._model, tf.cast(support_images, tf.float32),
                                 num_samples, seed, steps)

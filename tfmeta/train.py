@@ -68,6 +68,7 @@ def restore_latest(ckpt, directory):
 
 
 def format_metrics(metrics):
+    """{name: scalar} -> "name=value ..." (sorted names, 4 significant digits)."""
     return " ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
 
 

@@ -96,6 +96,7 @@ class GeneratorSampler:
                              tf.TensorSpec([], tf.int32)])
 
     def tracing_count(self):
+        """How many times the adapt-and-sample graph was traced (1 for every K and n)."""
         return self._compiled.experimental_get_tracing_count()
 
     def __call__(self, support_images, num, seed, steps=None):
