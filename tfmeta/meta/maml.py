@@ -116,7 +116,7 @@ class MAML(Learner):
         """Task-averaged meta-gradient without applying it: `(grads, metrics)`.
 
         grads: list aligned with `meta_variables`. Traceable (call it inside your own
-        tf.function, e.g. per replica under tf.distribute, then `apply_meta_gradients`).
+        tf.function, e.g. per replica under tf.distribute, then `apply_update`).
         task_offset: global index of the first task (seeds; see Learner.meta_update).
         """
         step = tf.cast(step, tf.int64)
@@ -139,24 +139,23 @@ class MAML(Learner):
         metrics["meta_grad_norm"] = tf.cast(tf.linalg.global_norm(grads), tf.float32)
         return grads, metrics
 
-    def apply_meta_gradients(self, grads):
-        """Applies grads (aligned with `meta_variables`) with the meta-optimizer."""
-        self.meta_optimizer.apply_gradients(zip(grads, self._meta_vars))
-
     @property
     def update_variables(self):
+        """The Learner interface's name for `meta_variables`."""
         return self.meta_variables
 
     def meta_update(self, support, query, step, task_offset=0):
+        """`meta_gradients` as a MetaUpdate (log task count as its weight)."""
         grads, metrics = self.meta_gradients(support, query, step, task_offset)
         count = tf.cast(num_tasks(support), tf.float64)
         return MetaUpdate(grads, tf.math.log(count), metrics)
 
     def apply_update(self, values, step):
+        """Applies meta-gradients (aligned with `meta_variables`) with the meta-optimizer."""
         del step
-        self.apply_meta_gradients(values)
+        self.meta_optimizer.apply_gradients(zip(values, self._meta_vars))
 
     def _meta_step_graph(self, support, query, step):
         grads, metrics = self.meta_gradients(support, query, step)
-        self.apply_meta_gradients(grads)
+        self.apply_update(grads, step)
         return metrics
