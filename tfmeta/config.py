@@ -72,6 +72,7 @@ class DataConfig:
     split_dir: Optional[str] = None
 
     def validate(self):
+        """Raises ConfigError naming the flag of the first invalid field; returns self."""
         _check(self.dataset in ("omniglot", "mnist"),
                f"--dataset must be omniglot or mnist, got {self.dataset!r}")
         _check(not self.split_dir or self.dataset == "omniglot",
@@ -103,6 +104,7 @@ class TaskConfig:
     train_k_query: int = 0
 
     def validate(self):
+        """Raises ConfigError naming the flag of the first invalid field; returns self."""
         for name in ("n_way", "k_shot", "k_query", "meta_batch_size"):
             _check(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
         _check(self.train_n_way >= 0, "--train_n_way must be >= 0 (0: same as --n_way)")
@@ -110,10 +112,12 @@ class TaskConfig:
 
     @property
     def training_n_way(self):
+        """Classes per training task: train_n_way, or n_way when 0."""
         return self.train_n_way or self.n_way
 
     @property
     def training_k_query(self):
+        """Query images per class of training tasks: train_k_query, or k_query when 0."""
         return self.train_k_query or self.k_query
 
 
@@ -135,6 +139,7 @@ class InnerConfig:
     first_order: bool = False
 
     def validate(self):
+        """Raises ConfigError naming the flag of the first invalid field; returns self."""
         _check(self.num_steps >= 1, "--inner_steps must be >= 1")
         _check(self.eval_num_steps >= 0, "--eval_inner_steps must be >= 0")
         _check(self.lr > 0, "--inner_lr must be > 0")
@@ -158,6 +163,7 @@ class OuterConfig:
     aggregation_weighting: str = "uniform"
 
     def validate(self, allowed=FEWSHOT_ALGORITHMS):
+        """Raises ConfigError naming the flag of the first invalid field; returns self."""
         _check(self.algorithm in allowed,
                f"--algorithm must be one of {allowed}, got {self.algorithm!r}")
         _check(self.meta_lr > 0, "--meta_lr must be > 0")
@@ -183,6 +189,7 @@ class TrainConfig:
     parallel_tasks: int = 0
 
     def validate(self):
+        """Raises ConfigError naming the flag of the first invalid field; returns self."""
         _check(bool(self.workdir), "--workdir must be set")
         _check(not os.path.exists(self.workdir) or os.path.isdir(self.workdir),
                f"--workdir {self.workdir!r} exists and is not a directory (a run's workdir "
@@ -235,6 +242,7 @@ class FewShotConfig:
         return tuple(sorted(set(extra) | {self.task.n_way}))
 
     def validate(self):
+        """Raises ConfigError naming the flag of the first invalid field; returns self."""
         for part in (self.data, self.task, self.inner, self.train):
             part.validate()
         self.outer.validate(FEWSHOT_ALGORITHMS)
@@ -386,6 +394,7 @@ class GenerationConfig:
         return out
 
     def validate(self):
+        """Raises ConfigError naming the flag of the first invalid field; returns self."""
         for part in (self.data, self.task, self.inner, self.train):
             part.validate()
         self.outer.validate(GENERATION_ALGORITHMS)

@@ -170,9 +170,11 @@ class DistributedLearner:
 
     @property
     def update_rule_variables(self):
+        """The wrapped learner's learned update-rule variables (MetaLearner)."""
         return self.learner.update_rule_variables
 
     def inner_rule(self):
+        """The wrapped learner's inner update rule (MetaLearner)."""
         return self.learner.inner_rule()
 
     def meta_step(self, support, query, step):
@@ -186,9 +188,11 @@ class DistributedLearner:
         return self.compiled_meta_step(support, query, step)
 
     def trackables(self):
+        """The wrapped learner's checkpoint objects (MetaLearner)."""
         return self.learner.trackables()
 
     def adapt_and_evaluate(self, support, query, step, num_steps=None):
+        """Meta-test on the local device, read-only: the wrapped learner's (MetaLearner)."""
         return self.learner.adapt_and_evaluate(support, query, step, num_steps=num_steps)
 
     # ---- graph --------------------------------------------------------------------------

@@ -72,6 +72,7 @@ class ClassImages:
 
     @property
     def num_classes(self):
+        """Number of classes (int)."""
         return len(self.class_names)
 
     @property

@@ -72,6 +72,7 @@ class FeatureExtractorConfig:
     split: str = "background"
 
     def validate(self):
+        """Raises ConfigError for an invalid extractor setting; returns self."""
         if self.split not in TRAIN_SPLITS:
             raise ConfigError(
                 f"the feature extractor trains only on background characters (split in "
@@ -151,6 +152,7 @@ class FeatureExtractor:
 
     @property
     def image_shape(self):
+        """(H, W, C) of the images the extractor takes."""
         return (self.config.image_size, self.config.image_size, self.config.channels)
 
     def _outputs(self, images):

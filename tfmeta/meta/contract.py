@@ -32,10 +32,14 @@ class MetaLearner(Protocol):
 
     update_rule_variables: tuple
 
-    def meta_step(self, support, query, step): ...
+    def meta_step(self, support, query, step):
+        """One meta-update on a task batch -> {name: float32 scalar tensor}."""
 
-    def adapt_and_evaluate(self, support, query, step, num_steps=None): ...
+    def adapt_and_evaluate(self, support, query, step, num_steps=None):
+        """Meta-test on a task batch (no variable changes) -> {name: scalar}."""
 
-    def trackables(self): ...
+    def trackables(self):
+        """Objects for tf.train.Checkpoint(**learner.trackables())."""
 
-    def inner_rule(self): ...
+    def inner_rule(self):
+        """The inner update rule of `tfmeta.meta.adapt` (None without an inner loop)."""

@@ -82,6 +82,7 @@ class MAML(Learner):
         return [None] * len(self.variables)
 
     def trackables(self):
+        """Checkpoint objects: meta-parameters, meta-optimizer, learned update rule."""
         out = super().trackables()
         out["meta_optimizer"] = self.meta_optimizer
         if self.update_rule_variables:

@@ -72,6 +72,7 @@ class Preconditioned:
         self.factors, self.views = list(factors), list(views)
 
     def init(self, params):
+        """Update-rule state for params (list of tensors): none is kept (an empty tuple)."""
         del params
         return ()
 
@@ -90,6 +91,7 @@ class Preconditioned:
         return tf.reshape(out, tf.shape(g))
 
     def update(self, params, grads, state, step):
+        """One preconditioned SGD step: (params - lr * M(g), state), lists aligned with params."""
         del step
         new = [p if g is None else
                p - tf.constant(self.learning_rate, p.dtype) * self.precondition(i, g)
@@ -144,6 +146,7 @@ class MetaCurvature(MAML):
         return [[f for f in factors if f is not None] for factors in self.factors]
 
     def inner_rule(self):
+        """The preconditioned rule reading the current curvature factors (inside the outer tape)."""
         # Read the factors here, inside the caller's outer tape, so they get meta-gradients.
         return Preconditioned(
             self.inner_lr,
@@ -151,6 +154,7 @@ class MetaCurvature(MAML):
              for factors in self.factors], self.views)
 
     def meta_gradients(self, support, query, step, task_offset=0):
+        """MAML's meta-gradients plus the curvature_change metric: (grads, metrics)."""
         grads, metrics = super().meta_gradients(support, query, step, task_offset)
         squares = [tf.reduce_sum(tf.square(tf.cast(tf.convert_to_tensor(v) - init,
                                                    tf.float32)))

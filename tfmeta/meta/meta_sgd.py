@@ -56,10 +56,12 @@ class MetaSGD(MAML):
         return list(self.learning_rates)
 
     def inner_rule(self):
+        """SGD with the learned per-parameter rates (read inside the outer tape)."""
         # Read the rates here, inside the caller's outer tape, so they get meta-gradients.
         return SGD([tf.convert_to_tensor(lr) for lr in self.learning_rates])
 
     def meta_gradients(self, support, query, step, task_offset=0):
+        """MAML's meta-gradients plus the inner_lr_mean metric: (grads, metrics)."""
         grads, metrics = super().meta_gradients(support, query, step, task_offset)
         total = tf.add_n([tf.reduce_sum(tf.cast(tf.convert_to_tensor(lr), tf.float32))
                           for lr in self.learning_rates])

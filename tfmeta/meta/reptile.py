@@ -50,6 +50,7 @@ class Reptile(Learner):
             meta_optimizer.build([self.variables[i] for i in self._moved])
 
     def trackables(self):
+        """Checkpoint objects: meta-parameters (and the meta-optimizer when given)."""
         out = super().trackables()
         if self.meta_optimizer is not None:
             out["meta_optimizer"] = self.meta_optimizer

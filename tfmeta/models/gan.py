@@ -188,14 +188,17 @@ class GenerativeShapes:
 
     @property
     def image_shape(self):
+        """(H, W, C) of the images."""
         return self._image_shape
 
     @property
     def latent_dim(self):
+        """Size of the latent code z."""
         return self._latent_dim
 
     @property
     def context_dim(self):
+        """Size of the support-set context (0: none)."""
         return self._context_dim
 
 
@@ -407,10 +410,12 @@ class Discriminator(keras.Model):
 
     @property
     def image_shape(self):
+        """(H, W, C) of the images."""
         return self._image_shape
 
     @property
     def context_dim(self):
+        """Size of the support-set context (0: none)."""
         return self._context_dim
 
     def build(self, input_shape=None):
