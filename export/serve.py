@@ -8,6 +8,10 @@ semantics, on top of `tf.saved_model.load`:
   (`signature_def` field); Classify, Regress, MultiInference: UNIMPLEMENTED.
 * `tensorflow.serving.ModelService/GetModelStatus`; HandleReloadConfigRequest:
   UNIMPLEMENTED.
+* With `--rest_api_port`, TF Serving's REST API on a second port (export/rest.py,
+  docs/REST.md): model status, metadata and `:predict`, served by the same ModelServer
+  through the same calls (`ModelServer.predict`, `.model_metadata`, `.model_status`), so
+  both APIs see the same models, versions, validation and limits.
 * Model repository: `<base_path>/<version>/` directories (digits only), watched by a
   background thread every `poll_seconds`; the version policy from the model config
   (default: latest 1). A new version is loaded (and warmed up from
@@ -22,10 +26,12 @@ semantics, on top of `tf.saved_model.load`:
 
 CLI:
     python -m export.serve --model_base_path <base>/<name> [--model_name <name>] \
-        [--port 8500] [--host 127.0.0.1]
+        [--port 8500] [--rest_api_port 8501] [--host 127.0.0.1]
     python -m export.serve --model_config_file <base>/models.config
-Prints `listening on <host>:<port>` once serving (`--port 0` picks a free port). SIGTERM
-or SIGINT stops it gracefully (in-flight requests get `--grace_seconds`).
+Prints `REST API listening on <host>:<port>` (with `--rest_api_port`), then
+`listening on <host>:<port>` (gRPC) once serving (`--port 0` / `--rest_api_port -1` pick
+a free port). SIGTERM or SIGINT stops it gracefully (in-flight requests get
+`--grace_seconds`).
 """
 
 import concurrent.futures
@@ -98,6 +104,15 @@ class _Version:
         self.signature_defs = {name: sig for name, sig in meta_graph.signature_def.items()
                                if not name.startswith("__")}
         self.functions = {name: self.loaded.signatures[name] for name in self.signature_defs}
+
+    def signature(self, name):
+        """-> the SignatureDef `name` ("" = serving_default), or FAILED_PRECONDITION."""
+        name = name or "serving_default"
+        signature = self.signature_defs.get(name)
+        if signature is None:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"Serving signature key \"{name}\" not found.")
+        return signature
 
     def warm_up(self, server_model):
         """Replays `assets.extra/tf_serving_warmup_requests`; returns the count."""
@@ -190,10 +205,7 @@ class ServedModel:
     def predict_with(self, loaded, request):
         """Validates `request` against the SignatureDef and runs it -> {name: ndarray}."""
         signature_name = request.model_spec.signature_name or "serving_default"
-        signature = loaded.signature_defs.get(signature_name)
-        if signature is None:
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f"Serving signature key \"{signature_name}\" not found.")
+        signature = loaded.signature(signature_name)
         expected, got = set(signature.inputs), set(request.inputs)
         if expected != got:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -250,14 +262,11 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):
         with self.server.rpc_errors(context):
-            model = self.server.model(request.model_spec.name)
-            version, loaded = model.resolve(request.model_spec)
-            outputs = model.predict_with(loaded, request)
+            model, version, signature_name, outputs = self.server.predict(request)
             response = predict_pb2.PredictResponse()
             response.model_spec.name = model.name
             response.model_spec.version.value = version
-            response.model_spec.signature_name = (request.model_spec.signature_name
-                                                  or "serving_default")
+            response.model_spec.signature_name = signature_name
             for name, value in outputs.items():
                 response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
             return response
@@ -269,16 +278,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                    "metadata_field must be exactly ['signature_def'], got "
                                    f"{sorted(fields)}")
-            model = self.server.model(request.model_spec.name)
-            version, loaded = model.resolve(request.model_spec)
-            response = get_model_metadata_pb2.GetModelMetadataResponse()
-            response.model_spec.name = model.name
-            response.model_spec.version.value = version
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            for name, sig in loaded.signature_defs.items():
-                signature_map.signature_def[name].CopyFrom(sig)
-            response.metadata["signature_def"].Pack(signature_map)
-            return response
+            return self.server.model_metadata(request.model_spec)
 
 
 class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -287,26 +287,7 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request, context):
         with self.server.rpc_errors(context):
-            name = request.model_spec.name
-            model = self.server.models.get(name)
-            statuses = dict(model.statuses) if model else {}
-            if not statuses:
-                raise RequestError(grpc.StatusCode.NOT_FOUND,
-                                   f"Could not find any versions of model {name}")
-            if request.model_spec.HasField("version"):
-                version = request.model_spec.version.value
-                if version not in statuses:
-                    raise RequestError(grpc.StatusCode.NOT_FOUND,
-                                       f"Could not find version {version} of model {name}")
-                statuses = {version: statuses[version]}
-            response = get_model_status_pb2.GetModelStatusResponse()
-            for version in sorted(statuses):
-                state, error = statuses[version]
-                entry = response.model_version_status.add(version=version, state=state)
-                if error:
-                    entry.status.error_code = 13  # INTERNAL (tensorflow.error.Code)
-                    entry.status.error_message = error
-            return response
+            return self.server.model_status(request.model_spec)
 
 
 class _RpcErrors:
@@ -337,13 +318,16 @@ class ModelServer:
       host, port: bind address; port 0 picks a free port (see `.port` after `start()`).
       max_num_samples, max_steps, max_support: per-request limits (INVALID_ARGUMENT).
       poll_seconds: how often the model directories (and config file) are re-scanned.
-      max_message_mb: gRPC send/receive message size limit.
-      num_threads: gRPC worker threads.
+      max_message_mb: gRPC send/receive message size limit; also the largest REST
+        request body.
+      num_threads: gRPC worker threads; also the most REST requests handled at once.
+      rest_api_port: None: no REST API; else its port on `host` (0 picks a free port,
+        see `.rest_api_port` after `start()`).
     """
 
     def __init__(self, models=None, model_config_file=None, host="127.0.0.1", port=8500,
                  max_num_samples=256, max_steps=1000, max_support=256, poll_seconds=2.0,
-                 max_message_mb=64, num_threads=16):
+                 max_message_mb=64, num_threads=16, rest_api_port=None):
         if bool(models) == bool(model_config_file):
             raise ConfigError("give exactly one of models (name -> base path) or "
                               "model_config_file")
@@ -358,9 +342,11 @@ class ModelServer:
         if models:
             for name, base_path in models.items():
                 self.models[name] = ServedModel(self, name, base_path)
+        self.rest_api_port = rest_api_port
         self._stop = threading.Event()
         self._poller = None
         self._grpc = None
+        self._rest = None
 
     # -- helpers used by the services ----------------------------------------------------
     def model(self, name):
@@ -372,6 +358,66 @@ class ModelServer:
 
     def rpc_errors(self, context):
         return _RpcErrors(context)
+
+    # -- the requests both APIs serve (gRPC servicers above, REST in export/rest.py) ------
+    def predict(self, request, fill_inputs=None):
+        """The one Predict path: model, version, validation, run.
+
+        `fill_inputs(signature_def)`, when given, is called with the resolved SignatureDef
+        before validation and fills `request.inputs` (REST: from the JSON body, whose
+        values need the signature's dtypes).
+
+        Returns (ServedModel, version, signature name, {output name: ndarray}); raises
+        RequestError.
+        """
+        model = self.model(request.model_spec.name)
+        version, loaded = model.resolve(request.model_spec)
+        signature_name = request.model_spec.signature_name or "serving_default"
+        if fill_inputs is not None:
+            fill_inputs(loaded.signature(signature_name))
+        return model, version, signature_name, model.predict_with(loaded, request)
+
+    def model_metadata(self, model_spec):
+        """-> GetModelMetadataResponse (the `signature_def` field) for `model_spec`."""
+        model = self.model(model_spec.name)
+        version, loaded = model.resolve(model_spec)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = model.name
+        response.model_spec.version.value = version
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, sig in loaded.signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(sig)
+        response.metadata["signature_def"].Pack(signature_map)
+        return response
+
+    def model_status(self, model_spec):
+        """-> GetModelStatusResponse: every known version of the model, or the one asked
+        for (each with its state and a status: OK, or INTERNAL with the load error)."""
+        name = model_spec.name
+        model = self.models.get(name)
+        statuses = dict(model.statuses) if model else {}
+        if not statuses:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"Could not find any versions of model {name}")
+        if model_spec.version_label:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"Unrecognized servable version label: "
+                               f"{model_spec.version_label}")
+        if model_spec.HasField("version"):
+            version = model_spec.version.value
+            if version not in statuses:
+                raise RequestError(grpc.StatusCode.NOT_FOUND,
+                                   f"Could not find version {version} of model {name}")
+            statuses = {version: statuses[version]}
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for version in sorted(statuses):
+            state, error = statuses[version]
+            entry = response.model_version_status.add(version=version, state=state)
+            entry.status.SetInParent()  # error_code OK, as TF Serving reports it
+            if error:
+                entry.status.error_code = 13  # INTERNAL (tensorflow.error.Code)
+                entry.status.error_message = error
+        return response
 
     def check_limits(self, key, value):
         if key in _SCALAR_LIMITS:
@@ -409,7 +455,8 @@ class ModelServer:
                 _log.exception("model refresh failed")
 
     def start(self):
-        """Loads the models, binds, starts serving and polling; returns the bound port."""
+        """Loads the models, binds, starts serving (gRPC, and REST when asked) and
+        polling; returns the bound gRPC port."""
         self.refresh()
         options = [("grpc.max_send_message_length", self.max_message_bytes),
                    ("grpc.max_receive_message_length", self.max_message_bytes),
@@ -429,13 +476,27 @@ class ModelServer:
         self.port = port
         server.start()
         self._grpc = server
+        if self.rest_api_port is not None:
+            from export.rest import RestServer
+
+            try:
+                self._rest = RestServer(self, self.host, self.rest_api_port)
+            except ConfigError:
+                server.stop(0).wait()
+                self._grpc = None
+                raise
+            self.rest_api_port = self._rest.port
+            self._rest.start()
         self._poller = threading.Thread(target=self._poll, name="model-poller", daemon=True)
         self._poller.start()
         return port
 
     def stop(self, grace=5.0):
-        """Stops polling, then the gRPC server (in-flight RPCs get `grace` seconds)."""
+        """Stops polling, then the REST and gRPC servers (in-flight requests get `grace`
+        seconds)."""
         self._stop.set()
+        if self._rest is not None:
+            self._rest.stop(grace)
         if self._grpc is not None:
             self._grpc.stop(grace).wait()
         if self._poller is not None:
@@ -451,6 +512,8 @@ def _define_flags():
                         "(default: its directory name).")
     flags.DEFINE_string("host", "127.0.0.1", "Address to bind (loopback by default).")
     flags.DEFINE_integer("port", 8500, "gRPC port (0: pick a free one).")
+    flags.DEFINE_integer("rest_api_port", 0, "REST API port (TF Serving uses 8501; 0: no "
+                         "REST API, as in TF Serving; -1: pick a free one).")
     flags.DEFINE_integer("max_num_samples", 256, "Largest num_samples per request.")
     flags.DEFINE_integer("max_steps", 1000, "Largest adaptation steps per request.")
     flags.DEFINE_float("poll_seconds", 2.0, "Model directory polling period.")
@@ -475,9 +538,13 @@ def main(argv):
                                   "directories 1/, 2/, ...)")
             name = f.model_name or os.path.basename(os.path.normpath(f.model_base_path))
             models = {name: f.model_base_path}
+        if f.rest_api_port < -1 or f.rest_api_port > 65535:
+            raise ConfigError(f"--rest_api_port={f.rest_api_port} is not a port (0: no REST "
+                              "API, -1: pick a free one)")
+        rest_api_port = {0: None, -1: 0}.get(f.rest_api_port, f.rest_api_port)
         server = ModelServer(models, f.model_config_file, f.host, f.port, f.max_num_samples,
                              f.max_steps, poll_seconds=f.poll_seconds,
-                             max_message_mb=f.max_message_mb)
+                             max_message_mb=f.max_message_mb, rest_api_port=rest_api_port)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -487,6 +554,8 @@ def main(argv):
     for name, model in sorted(server.models.items()):
         print(f"model {name}: versions {sorted(model.versions) or 'none yet'} "
               f"from {model.base_path}", flush=True)
+    if server.rest_api_port is not None:
+        print(f"REST API listening on {server.host}:{server.rest_api_port}", flush=True)
     print(f"listening on {server.host}:{port}", flush=True)
     while not stop.wait(1.0):
         pass
@@ -497,5 +566,9 @@ def main(argv):
 if __name__ == "__main__":
     from absl import app
 
-    _define_flags()
-    app.run(main)
+    # Run the importable module's main, not this `__main__` copy: export/rest.py imports
+    # `export.serve`, and its RequestError must be the class the server raises.
+    from export import serve
+
+    serve._define_flags()
+    app.run(serve.main)

@@ -71,3 +71,16 @@ def pooled_omniglot_dir(tmp_path_factory):
     write_omniglot_zip(str(folder / "images_evaluation.zip"), 1, 2, 20, seed=1,
                        alphabet_prefix="Ev")
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def serving_toy_base(tmp_path_factory):
+    """A model repository holding the serving test toy (tests/serving_toy.py, inner_lr
+    2.0) exported as model `toy`, version 1, with its warm-up records -> the base path.
+    Shared by the serving tests: do not add versions to it."""
+    from export.export_saved_model import export_generative_module
+    from serving_toy import ToyGenerativeModule
+
+    base = str(tmp_path_factory.mktemp("serving_models"))
+    export_generative_module(ToyGenerativeModule(inner_lr=2.0), base, "toy")
+    return base
