@@ -3,6 +3,7 @@
 transfer baselines start where they claim to, paired gains, and one end-to-end CLI run
 on fake Omniglot archives with a tiny meta_gan checkpoint made in-process."""
 
+import dataclasses
 import json
 import os
 
@@ -201,6 +202,37 @@ def test_cli_end_to_end_on_tiny_data(tiny_omniglot_dir, checkpoint, tmp_path):
     values(["prog", f"--checkpoint={checkpoint}", "--method_names=a,b", f"--out={out}"])
     with pytest.raises(ConfigError, match="method names"):
         evaluate.run(values)
+
+
+def test_validation_split_holds_out_what_the_generators_did_not_train_on(tiny_omniglot_dir,
+                                                                         tmp_path):
+    """--split=validation evaluates the background characters the checkpoints' training
+    split held out, refuses checkpoints trained on another split, and refuses names other
+    than evaluation/validation."""
+    import types
+    from tfmeta.eval import protocol
+
+    def method(**data):
+        data_config = cfg.DataConfig(**data)
+        return types.SimpleNamespace(model=types.SimpleNamespace(
+            config=types.SimpleNamespace(data=data_config)))
+
+    config = cfg.EvalConfig(out=str(tmp_path), split="validation", data_dir=tiny_omniglot_dir,
+                            cache_dir=str(tmp_path / "cache"))
+    images, seen = protocol._unseen_characters(
+        config, {"no_augmentation": None, "gen": method(validation_classes=2)})
+    assert images.num_classes == 2 and len(seen) == 4
+    assert not set(images.class_names) & set(seen)
+    evaluation, background = protocol._unseen_characters(
+        dataclasses.replace(config, split="evaluation"), {})
+    assert set(images.class_names) | set(seen) == set(background)
+    assert evaluation.num_classes == 2
+    for bad in (method(validation_classes=2, train_split="background"),
+                method(validation_classes=3)):
+        with pytest.raises(ConfigError, match="split=validation"):
+            protocol._unseen_characters(config, {"a": method(validation_classes=2), "b": bad})
+    with pytest.raises(ConfigError, match="--split must be"):
+        dataclasses.replace(config, split="test").validate()
 
 
 # ---- strict restore: a checkpoint that does not match its config.json --------------------

@@ -41,23 +41,38 @@ class DataConfig:
     """Where images come from and how they are preprocessed.
 
     Attributes:
-      dataset: "omniglot" or "mnist".
-      data_dir: folder with the official archives; None → $TFMETA_DATA_DIR, else TFDS.
+      dataset: "omniglot", "mnist", "folder" (data_dir = ROOT holding
+        ROOT/<class>/<image files>) or "tfds:<name>" (a TFDS image-classification
+        dataset prepared in data_dir, e.g. "tfds:emnist/balanced"; never downloaded).
+        The sources are the table tfmeta.data.sources.SOURCES; docs/DATASETS.md.
+      data_dir: omniglot/mnist: folder with the official archives (None →
+        $TFMETA_DATA_DIR, else TFDS download); folder: the ROOT (required); tfds: the
+        TFDS data folder (None → $TFMETA_DATA_DIR, else TFDS's default).
       cache_dir: decoded-array cache; None → $TFMETA_CACHE_DIR or ~/.cache/tfmeta.
       image_size: square side in pixels (28, 32 or 64).
-      channels: 1 (gray) or 3 (gray repeated).
+      channels: 1 (gray; colour folder/tfds images become their luma) or 3 (gray
+        repeated; colour folder/tfds images keep their colour).
       rotations: add 90/180/270° rotated copies of each training class as new classes.
       validation_classes: background characters held out as the validation split.
       train_split / val_split / eval_split: split names for meta-training, validation
         during training (few-shot classification) and meta-testing. Without
         split_dir: omniglot background / evaluation / train / validation (the
         default: background characters for training and validation, evaluation
-        alphabets for the test). With split_dir: list names, e.g. trainval / val / test.
-      split_dir: Omniglot only: a folder of published class lists `<split>.txt`, one
+        alphabets for the test); folder/tfds train / validation / evaluation (classes
+        drawn by split_fraction) or all. With split_dir: list names, e.g. trainval /
+        val / test.
+      split_dir: a folder of class lists `<split>.txt`. Omniglot: published lists, one
         "Alphabet/characterNN/rotDDD" per line (tfmeta.data.splits), e.g. the Vinyals
         split `splits/vinyals` (a relative path not found in the working directory is
-        looked up under the Omniglot data folder). The lists name their rotation
-        classes, so split_dir with rotations is an error; None: the archives' splits.
+        looked up under the Omniglot data folder); they name their rotation classes,
+        so split_dir with rotations is an error. Folder/tfds: one class name per line.
+        None: the dataset's own splits.
+      ink_polarity: folder/tfds: "auto" (detected once per dataset from the image
+        borders), "bright" (light strokes on a dark background, kept) or "dark" (dark
+        ink on light paper, inverted); the models see bright strokes.
+      split_fraction: folder/tfds without split_dir: fractions of the classes in the
+        train, validation and evaluation splits, "a,b,c" summing to 1 (seeded by the
+        class names; "" = 0.7,0.1,0.2).
     """
     dataset: str = "omniglot"
     data_dir: Optional[str] = None
@@ -70,14 +85,20 @@ class DataConfig:
     eval_split: str = "evaluation"
     val_split: str = "validation"
     split_dir: Optional[str] = None
+    ink_polarity: str = "auto"
+    split_fraction: str = ""
 
     def validate(self):
         """Raises ConfigError naming the flag of the first invalid field; returns self."""
-        _check(self.dataset in ("omniglot", "mnist"),
-               f"--dataset must be omniglot or mnist, got {self.dataset!r}")
-        _check(not self.split_dir or self.dataset == "omniglot",
-               "--split_dir lists Omniglot classes; it needs --dataset=omniglot")
-        _check(not (self.split_dir and self.rotations),
+        # the table of sources decides which options a dataset takes (imports no TF)
+        from tfmeta.data.sources import check_options
+        source, _ = check_options(self.dataset, split_dir=self.split_dir,
+                                  ink_polarity=self.ink_polarity,
+                                  split_fraction=self.split_fraction)
+        _check(source != "folder" or bool(self.data_dir),
+               "--dataset=folder needs --data_dir=ROOT, the folder holding one subfolder "
+               "of images per class (docs/DATASETS.md)")
+        _check(not (self.split_dir and self.rotations and source == "omniglot"),
                "--rotations with --split_dir: the split lists name their rotation classes "
                "(rot000..rot270) themselves; set --rotations=false")
         _check(self.image_size in (28, 32, 64),
@@ -528,6 +549,11 @@ class EvalConfig:
       sampling: sampling overrides for every checkpoint, "field=value,..." over
         tfmeta.generation.SAMPLING_FIELDS (e.g. "warp_sampling=prior,
         prior_temperature=0.7,rerank=4"; "" = each run's own settings).
+      split: the characters evaluated: "evaluation" (the Omniglot evaluation alphabets:
+        reported numbers) or "validation" (the background characters held out of the
+        generators' training split: choosing samplers and settings without looking at
+        the reported characters; the feature extractor has seen these characters, so
+        there the sample metrics are only comparable with each other).
     """
     checkpoint: tuple = ()
     method_names: tuple = ()
@@ -561,11 +587,14 @@ class EvalConfig:
     threads: int = 0
     onednn: bool = True
     sampling: str = ""
+    split: str = "evaluation"
 
     def validate(self):
         """Raises ConfigError (naming the flag) for a setting the harness refuses before
         loading anything; returns self."""
         _check(bool(self.out), "--out is required (the results folder)")
+        _check(self.split in ("evaluation", "validation"),
+               f"--split must be evaluation or validation; got {self.split!r}")
         shots = self.metrics_k_shot
         _check(bool(shots) and min(shots) >= 1,
                "--metrics_k_shot needs one or more support sizes >= 1")

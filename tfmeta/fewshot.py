@@ -90,14 +90,21 @@ def _load_splits(config, log):
     names = {"train": d.train_split, "val": d.val_split, "test": d.eval_split}
     where = {role: "" for role in names}   # the list file, named in logs and errors
     if d.split_dir:
-        paths = splits.run_lists(d.split_dir, names, d.data_dir, test_role="test")
+        paths = splits.run_lists(d.split_dir, names, d.data_dir, test_role="test",
+                                 dataset=d.dataset)
         where = {role: f" ({path})" for role, path in paths.items()}
     out = {}
+    # images of one class per task: classes with fewer are skipped (named in a warning)
+    per_task = {"train": t.k_shot + t.training_k_query, "val": t.k_shot + t.k_query,
+                "test": t.k_shot + t.k_query}
     for role, name in names.items():
         images = load_class_images(d.dataset, split=name, image_size=d.image_size,
                                    data_dir=d.data_dir, cache_dir=d.cache_dir,
                                    channels=d.channels, split_dir=d.split_dir,
-                                   validation_classes=d.validation_classes)
+                                   validation_classes=d.validation_classes,
+                                   ink_polarity=d.ink_polarity,
+                                   split_fraction=d.split_fraction,
+                                   min_images=per_task[role])
         if d.rotations and role == "train":
             images = images.with_rotations()
         log(f"[data] {role}: {name}, {images.num_classes} classes{where[role]}")

@@ -20,13 +20,16 @@ from tfmeta.meta import fold_seed
 __all__ = ["load_split", "make_evaluator", "fit", "run"]
 
 
-def load_split(data, split, log=print):
-    """ClassImages of `split` for a DataConfig (rotations only for the training split)."""
+def load_split(data, split, log=print, min_images=1):
+    """ClassImages of `split` for a DataConfig (rotations only for the training split);
+    classes with fewer than `min_images` images are skipped (named in a warning)."""
     log(f"[data] loading {data.dataset}/{split} at {data.image_size}px")
     images = load_class_images(
         data.dataset, split=split, image_size=data.image_size, data_dir=data.data_dir,
         cache_dir=data.cache_dir, channels=data.channels,
-        validation_classes=data.validation_classes, split_dir=data.split_dir)
+        validation_classes=data.validation_classes, split_dir=data.split_dir,
+        ink_polarity=data.ink_polarity, split_fraction=data.split_fraction,
+        min_images=min_images)
     if data.rotations and split == data.train_split:
         images = images.with_rotations()
     log(f"[data] {split}: {images.num_classes} classes, {len(images.labels)} images")
@@ -100,7 +103,8 @@ def run(config, log=print):
     if config.data.split_dir:   # published class lists: no test character in training
         splits.run_lists(config.data.split_dir, {"train": config.data.train_split,
                                                  "test": config.data.eval_split},
-                         config.data.data_dir)
-    train_images = load_split(config.data, config.data.train_split, log)
-    eval_images = load_split(config.data, config.data.eval_split, log)
+                         config.data.data_dir, dataset=config.data.dataset)
+    per_task = config.task.k_shot + config.task.k_query   # images of one class per task
+    train_images = load_split(config.data, config.data.train_split, log, per_task)
+    eval_images = load_split(config.data, config.data.eval_split, log, per_task)
     return fit(config, train_images, eval_images, strategy, log)[2]

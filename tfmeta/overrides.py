@@ -16,26 +16,39 @@ __all__ = ["FIELDS", "flag_names", "flag_values_of", "with_flag_values", "to_fla
 # flag name → (config section, field name, help).
 FIELDS = {
     # data
-    "dataset": ("data", "dataset", "omniglot or mnist"),
-    "data_dir": ("data", "data_dir", "folder with the official archives "
-                 "(default: $TFMETA_DATA_DIR, else TFDS download)"),
+    "dataset": ("data", "dataset", "omniglot, mnist, folder (--data_dir=ROOT holding "
+                "ROOT/<class>/<image files>) or tfds:<name> (a TFDS image-classification "
+                "dataset prepared in --data_dir, e.g. tfds:emnist/balanced; never "
+                "downloaded); see docs/DATASETS.md"),
+    "data_dir": ("data", "data_dir", "omniglot/mnist: folder with the official archives "
+                 "(default: $TFMETA_DATA_DIR, else TFDS download); folder: the ROOT of "
+                 "class folders; tfds: the TFDS data folder (default: $TFMETA_DATA_DIR, "
+                 "else TFDS's)"),
     "cache_dir": ("data", "cache_dir", "decoded-image cache (default: $TFMETA_CACHE_DIR)"),
     "image_size": ("data", "image_size", "image side in pixels: 28, 32 or 64"),
-    "channels": ("data", "channels", "1 or 3 image channels"),
+    "channels": ("data", "channels", "1 (gray; colour images become their luma) or 3 (RGB; "
+                 "gray images repeated)"),
     "rotations": ("data", "rotations", "add 90/180/270-degree rotated classes for training"),
     "validation_classes": ("data", "validation_classes",
                            "background characters held out for validation"),
     "split_dir": ("data", "split_dir",
-                  "folder of published Omniglot class lists <split>.txt, e.g. "
+                  "folder of class lists <split>.txt: Omniglot published lists, e.g. "
                   "splits/vinyals (relative: working directory, else the Omniglot data "
-                  "folder); the lists name their rotations, so not with --rotations "
-                  "(default: the archives' background/evaluation split)"),
+                  "folder; they name their rotations, so not with --rotations); folder/"
+                  "tfds: one class name per line (default: the archives' background/"
+                  "evaluation split; folder/tfds: --split_fraction)"),
     "train_split": ("data", "train_split", "meta-training split (with --split_dir: a list "
                     "name, e.g. trainval)"),
     "val_split": ("data", "val_split", "split evaluated during few-shot training (with "
                   "--split_dir: a list name, e.g. val)"),
     "eval_split": ("data", "eval_split", "meta-test split (with --split_dir: a list name, "
                    "e.g. test)"),
+    "ink_polarity": ("data", "ink_polarity", "folder/tfds: auto (detect per dataset from "
+                     "the image borders), bright (light strokes on dark, kept) or dark "
+                     "(dark ink on light paper, inverted); models see bright strokes"),
+    "split_fraction": ("data", "split_fraction", "folder/tfds without --split_dir: "
+                       "train,validation,evaluation fractions of the classes (seeded by "
+                       "class name), e.g. 0.7,0.1,0.2 (empty: that)"),
     # task
     "n_way": ("task", "n_way", "classes per task"),
     "k_shot": ("task", "k_shot", "support images per class"),

@@ -78,6 +78,9 @@ def define_flags(flag_values=flags.FLAGS):
     _STR("sampling", d.sampling, "sampling overrides for every --checkpoint, "
          "field=value,... (e.g. warp_sampling=prior,prior_temperature=0.7,rerank=4; "
          "default: each run's own)")
+    _STR("split", d.split, "characters evaluated: evaluation (reported numbers) or "
+         "validation (background characters held out of the generators' training split: "
+         "for choosing settings)")
 
 
 def log(message):

@@ -12,11 +12,12 @@ import os
 import numpy as np
 
 from tfmeta.data import cache
-from tfmeta.data.class_images import ClassImages, resolve_data_dir
+from tfmeta.data.locations import resolve_data_dir
 from tfmeta.data.preprocess import area_resize
+from tfmeta.data.types import ClassImages
 from tfmeta.errors import ConfigError, DataError
 
-__all__ = ["SPLITS", "load_mnist", "read_idx"]
+__all__ = ["SPLITS", "load_mnist", "read_idx", "load"]
 
 # split -> file prefix of the official files.
 SPLITS = {"train": "train", "test": "t10k"}
@@ -85,3 +86,9 @@ def load_mnist(split="train", image_size=28, data_dir=None, cache_dir=None, **un
     labels_path = _find(folder, f"{prefix}-labels-idx1-ubyte")
     return cache.cached(cache_dir, "mnist", images_path, image_size,
                         lambda: decode_files(images_path, labels_path, image_size))
+
+
+def load(request):
+    """The `sources.SOURCES` entry: `load_mnist` of `request.split`."""
+    return load_mnist(split=request.split, image_size=request.image_size,
+                      data_dir=request.data_dir, cache_dir=request.cache_dir)

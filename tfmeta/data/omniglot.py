@@ -18,13 +18,14 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from tfmeta.data import cache
-from tfmeta.data.class_images import ClassImages, resolve_data_dir
+from tfmeta.data import cache, splits
+from tfmeta.data.locations import resolve_data_dir
 from tfmeta.data.preprocess import area_resize
+from tfmeta.data.types import ClassImages
 from tfmeta.errors import ConfigError, DataError
 
 __all__ = ["SPLITS", "load_omniglot", "load_pooled", "decode_archive",
-           "split_train_validation"]
+           "split_train_validation", "load"]
 
 _log = logging.getLogger(__name__)
 
@@ -165,3 +166,19 @@ def load_pooled(image_size=28, data_dir=None, cache_dir=None):
     return ClassImages.concatenate([
         load_omniglot(split, image_size, data_dir, cache_dir)
         for split in ("background", "evaluation")])
+
+
+def load(request):
+    """The `sources.SOURCES` entry: `load_omniglot` of `request.split`, or with
+    `request.split_dir` the classes of the published list `<split_dir>/<split>.txt`
+    (tfmeta.data.splits), drawn from both archives pooled and rotated as listed."""
+    if not request.split_dir:
+        return load_omniglot(split=request.split, image_size=request.image_size,
+                             data_dir=request.data_dir, cache_dir=request.cache_dir,
+                             validation_classes=request.validation_classes,
+                             split_seed=request.split_seed)
+    folder = splits.resolve_split_dir(request.split_dir, request.data_dir)
+    path = splits.split_list_path(folder, request.split)
+    classes = splits.read_split_list(path)
+    source = load_pooled(request.image_size, request.data_dir, request.cache_dir)
+    return splits.select_classes(source, classes, path)

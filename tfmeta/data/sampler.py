@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tfmeta.data.class_images import ClassImages
 from tfmeta.data.preprocess import check_value_range, scale_images
+from tfmeta.data.types import ClassImages
 from tfmeta.errors import ConfigError, DataError
 
 __all__ = ["Task", "GenerationTask", "TaskSampler", "GenerationTaskSampler"]

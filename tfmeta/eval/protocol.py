@@ -7,7 +7,8 @@ with `with_jitter`, each checkpoint followed by affine jitter of its samples
 ("<name>+jitter"), optionally `scratch_gan` and `pretrained_finetune`. Every method
 goes through the augmentation protocol (tfmeta.eval.augmentation) on the Omniglot
 evaluation characters and the sample metrics (tfmeta.eval.baselines.sample_metrics) for
-every `metrics_k_shot`; the report is <out>/results.json, results.md, samples.png and
+every `metrics_k_shot` (on the `split` characters: "evaluation" for reported numbers,
+"validation" for choosing settings); the report is <out>/results.json, results.md, samples.png and
 TensorBoard scalars in <out>/tensorboard.
 
 Importing this module does not import TensorFlow (the trainer configures the runtime
@@ -69,6 +70,37 @@ def build_methods(config, log=print):
     return methods
 
 
+def _unseen_characters(config, methods):
+    """(ClassImages of `config.split`, names of characters the generators trained on).
+
+    "evaluation": the evaluation alphabets; every background character is excluded.
+    "validation": the background characters that the checkpoints' training split
+    ("train") held out; every checkpoint must have trained on that split with the same
+    validation_classes / split_seed, otherwise its "unseen" characters were seen.
+    """
+    from tfmeta.data import load_class_images
+    from tfmeta.errors import ConfigError
+    data = dict(image_size=config.image_size, data_dir=config.data_dir,
+                cache_dir=config.cache_dir)
+    if config.split == "evaluation":
+        return (load_class_images("omniglot", "evaluation", **data),
+                load_class_images("omniglot", "background", **data).class_names)
+    held_out = {(fn.model.config.data.train_split, fn.model.config.data.validation_classes)
+                for fn in methods.values() if hasattr(fn, "model")}
+    if not held_out:
+        held_out = {("train", 100)}
+    if len(held_out) > 1 or next(iter(held_out))[0] != "train":
+        raise ConfigError(f"--split=validation needs checkpoints trained on the 'train' "
+                          f"split with one validation_classes (got train_split, "
+                          f"validation_classes = {sorted(held_out)}): otherwise the "
+                          "validation characters were training characters")
+    validation_classes = next(iter(held_out))[1]
+    return (load_class_images("omniglot", "validation", validation_classes=validation_classes,
+                              **data),
+            load_class_images("omniglot", "train", validation_classes=validation_classes,
+                              **data).class_names)
+
+
 def _sample_metrics_by_k(config, eval_images, methods, extractor, log):
     """{str(k): sample_metrics(...)} for every k of `config.metrics_k_shot`."""
     from tfmeta import eval as eval_lib
@@ -76,7 +108,7 @@ def _sample_metrics_by_k(config, eval_images, methods, extractor, log):
     for k in config.metrics_k_shot:
         log(f"[eval] sample metrics, {k}-shot")
         samples_by_k[str(k)] = eval_lib.sample_metrics(
-            eval_images, methods, extractor, split="evaluation", k_shot=k,
+            eval_images, methods, extractor, split=config.split, k_shot=k,
             num_characters=min(config.metrics_characters, eval_images.num_classes),
             num_samples=config.metrics_samples, selection_seed=config.selection_seed)
     return samples_by_k
@@ -96,22 +128,18 @@ def run_evaluation(config, log=print):
     config.validate()
     os.makedirs(config.out, exist_ok=True)
     from tfmeta import eval as eval_lib
-    from tfmeta.data import load_class_images
     from tfmeta.eval import generators
     methods = build_methods(config, log)
-    data = dict(image_size=config.image_size, data_dir=config.data_dir,
-                cache_dir=config.cache_dir)
-    eval_images = load_class_images("omniglot", "evaluation", **data)
-    background_names = load_class_images("omniglot", "background", **data).class_names
+    eval_images, seen_names = _unseen_characters(config, methods)
     extractor = eval_lib.get_feature_extractor(
         config.image_size, config.extractor_epochs, data_dir=config.data_dir,
         cache_dir=config.cache_dir, log_fn=log, num_classes=config.extractor_num_classes)
     log(f"[eval] methods: {', '.join(methods)}")
     results = eval_lib.augmentation_accuracy(
-        eval_images, methods, split="evaluation", num_characters=config.num_characters,
+        eval_images, methods, split=config.split, num_characters=config.num_characters,
         n_real=list(config.n_real), num_generated=config.num_generated,
         seeds=list(config.seeds), selection_seed=config.selection_seed,
-        train_steps=config.train_steps, background_class_names=background_names,
+        train_steps=config.train_steps, background_class_names=seen_names,
         log_fn=log)
     log("[eval] sample metrics and figure")
     samples_by_k = _sample_metrics_by_k(config, eval_images, methods, extractor, log)
