@@ -18,6 +18,10 @@ docs/REST.md has `curl` examples):
   `{"b64": "<base64>"}`; integers and floats are JSON numbers (`NaN`, `Infinity`
   accepted and written, as TF Serving does).
 * `:classify` / `:regress`: 501 (UNIMPLEMENTED, as the gRPC methods of this server).
+* With the server's `drawing_page` (`--drawing_page`): `GET /draw/` and its assets, the
+  files of `export/static/` (`DrawingPage`, docs/DRAWING_PAGE.md), `GET /draw/models.json`
+  (served model names and request limits, for the page), and `/`, `/draw` redirecting to
+  `/draw/`. Not part of TF Serving's API.
 
 Every request goes through the server's own calls (`ModelServer.predict`,
 `.model_metadata`, `.model_status`): the JSON is turned into the PredictRequest a gRPC
@@ -44,6 +48,7 @@ import http.server
 import json
 import logging
 import math
+import os
 import re
 import socket
 import socketserver
@@ -60,7 +65,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2, predict_p
 from export.serve import RequestError
 from tfmeta.errors import ConfigError
 
-__all__ = ["HTTP_STATUS", "RestApi", "RestServer", "http_status"]
+__all__ = ["HTTP_STATUS", "DrawingPage", "RestApi", "RestServer", "http_status"]
 
 _log = logging.getLogger("export.rest")
 
@@ -391,6 +396,7 @@ class RestApi:
 
     def __init__(self, server):
         self.server = server
+        self.page = DrawingPage(server) if getattr(server, "drawing_page", False) else None
         self.max_body_bytes = server.max_message_bytes
         self.stopping = False
         self._slots = threading.BoundedSemaphore(server.num_threads)
@@ -486,6 +492,78 @@ class RestApi:
         return outputs_json(outputs, row_format[0])
 
 
+# -- the drawing page (static files) ------------------------------------------------------
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+
+class DrawingPage:
+    """The drawing page's files (`export/static/`), read once, served under `/draw/`.
+
+    `route(path)` -> None for a path that is not the page's (the REST API's then), else
+    (HTTP status, {header: value}, body bytes). Only files present in the folder at start
+    and with a known type are served (nothing is looked up from the request path). Every
+    page response forbids loading anything from another origin (Content-Security-Policy),
+    so a page that works here works offline.
+    """
+
+    PREFIX = "/draw/"
+    INDEX = "draw.html"
+    TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+             ".css": "text/css; charset=utf-8", ".png": "image/png",
+             ".svg": "image/svg+xml", ".ico": "image/x-icon"}
+    HEADERS = {
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                                   "img-src 'self' data: blob:; connect-src 'self'; "
+                                   "base-uri 'none'; form-action 'none'; "
+                                   "frame-ancestors 'none'",
+    }
+
+    def __init__(self, server, folder=STATIC_DIR):
+        self.server = server
+        self.files = {}
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError as e:
+            raise ConfigError(f"the drawing page's files are missing ({e}); reinstall tfmeta") \
+                from e
+        for name in names:
+            kind = self.TYPES.get(os.path.splitext(name)[1].lower())
+            path = os.path.join(folder, name)
+            if kind and os.path.isfile(path):
+                with open(path, "rb") as f:
+                    self.files[name] = (f.read(), kind)
+        if self.INDEX not in self.files:
+            raise ConfigError(f"the drawing page's {self.INDEX} is missing from {folder}; "
+                              "reinstall tfmeta")
+
+    def models(self):
+        """The JSON the page reads first: served model names and the request limits."""
+        server = self.server
+        return {"models": sorted(server.models), "max_num_samples": server.max_num_samples,
+                "max_steps": server.max_steps, "max_support": server.max_support}
+
+    def route(self, path):
+        parts = urllib.parse.urlsplit(path)
+        path = parts.path
+        if path in ("/", "/draw"):  # the page's relative links need the trailing slash
+            query = "?" + parts.query if parts.query else ""
+            return 302, {"Location": self.PREFIX + query}, b""
+        if not path.startswith(self.PREFIX):
+            return None
+        name = path[len(self.PREFIX):] or self.INDEX
+        if name == "models.json":
+            body, kind = json.dumps(self.models()).encode(), "application/json"
+        elif name in self.files:
+            body, kind = self.files[name]
+        else:
+            body = json.dumps({"error": f"no such file of the drawing page: {path}"}).encode()
+            return 404, {"Content-Type": "application/json"}, body
+        return 200, dict(self.HEADERS, **{"Content-Type": kind}), body
+
+
 # -- HTTP --------------------------------------------------------------------------------
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: every response has a Content-Length
@@ -508,14 +586,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _serve(self, method):
         api = self.server.api
         status, payload = self._read_body(api.max_body_bytes)
-        if status is None:
+        page = (api.page.route(self.path) if status is None and method == "GET"
+                and api.page is not None else None)
+        if page is not None:
+            status, headers, data = page
+        elif status is None:
             status, text = api.handle(method, self.path, payload)
         else:
             self.close_connection = True  # the unread body is still on the socket
             text = json.dumps(payload)
-        data = text.encode("utf-8")
+        if page is None:
+            headers, data = {"Content-Type": "application/json"}, text.encode("utf-8")
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        for key, value in headers.items():
+            self.send_header(key, value)
         self.send_header("Content-Length", str(len(data)))
         if api.stopping:
             self.close_connection = True

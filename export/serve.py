@@ -12,6 +12,9 @@ semantics, on top of `tf.saved_model.load`:
   docs/REST.md): model status, metadata and `:predict`, served by the same ModelServer
   through the same calls (`ModelServer.predict`, `.model_metadata`, `.model_status`), so
   both APIs see the same models, versions, validation and limits.
+* With `--drawing_page` (needs `--rest_api_port`), a static page on the REST port at
+  `/draw/` (`/` redirects there): draw a few examples of a symbol, get samples adapted to
+  them through the REST API (export/static/, docs/DRAWING_PAGE.md).
 * Model repository: `<base_path>/<version>/` directories (digits only), watched by a
   background thread every `poll_seconds`; the version policy from the model config
   (default: latest 1). A new version is loaded (and warmed up from
@@ -26,9 +29,10 @@ semantics, on top of `tf.saved_model.load`:
 
 CLI:
     python -m export.serve --model_base_path <base>/<name> [--model_name <name>] \
-        [--port 8500] [--rest_api_port 8501] [--host 127.0.0.1]
+        [--port 8500] [--rest_api_port 8501 [--drawing_page]] [--host 127.0.0.1]
     python -m export.serve --model_config_file <base>/models.config
-Prints `REST API listening on <host>:<port>` (with `--rest_api_port`), then
+Prints `REST API listening on <host>:<port>` (with `--rest_api_port`), `drawing page at
+http://<host>:<port>/draw/` (with `--drawing_page`), then
 `listening on <host>:<port>` (gRPC) once serving (`--port 0` / `--rest_api_port -1` pick
 a free port). SIGTERM or SIGINT stops it gracefully (in-flight requests get
 `--grace_seconds`).
@@ -323,14 +327,21 @@ class ModelServer:
       num_threads: gRPC worker threads; also the most REST requests handled at once.
       rest_api_port: None: no REST API; else its port on `host` (0 picks a free port,
         see `.rest_api_port` after `start()`).
+      drawing_page: also serve the drawing page (export/static/) on the REST port, at
+        `/draw/`; needs `rest_api_port`.
     """
 
     def __init__(self, models=None, model_config_file=None, host="127.0.0.1", port=8500,
                  max_num_samples=256, max_steps=1000, max_support=256, poll_seconds=2.0,
-                 max_message_mb=64, num_threads=16, rest_api_port=None):
+                 max_message_mb=64, num_threads=16, rest_api_port=None,
+                 drawing_page=False):
         if bool(models) == bool(model_config_file):
             raise ConfigError("give exactly one of models (name -> base path) or "
                               "model_config_file")
+        if drawing_page and rest_api_port is None:
+            raise ConfigError("the drawing page is served on the REST API port: give "
+                              "--rest_api_port (e.g. 8501, or -1 for a free one) with "
+                              "--drawing_page")
         self.model_config_file = model_config_file
         self.host, self.port = host, port
         self.max_num_samples, self.max_steps = max_num_samples, max_steps
@@ -343,6 +354,7 @@ class ModelServer:
             for name, base_path in models.items():
                 self.models[name] = ServedModel(self, name, base_path)
         self.rest_api_port = rest_api_port
+        self.drawing_page = drawing_page
         self._stop = threading.Event()
         self._poller = None
         self._grpc = None
@@ -514,6 +526,9 @@ def _define_flags():
     flags.DEFINE_integer("port", 8500, "gRPC port (0: pick a free one).")
     flags.DEFINE_integer("rest_api_port", 0, "REST API port (TF Serving uses 8501; 0: no "
                          "REST API, as in TF Serving; -1: pick a free one).")
+    flags.DEFINE_boolean("drawing_page", False, "Also serve the drawing page (draw a few "
+                         "examples, see samples adapted to them) on the REST API port at "
+                         "/draw/; needs --rest_api_port. docs/DRAWING_PAGE.md.")
     flags.DEFINE_integer("max_num_samples", 256, "Largest num_samples per request.")
     flags.DEFINE_integer("max_steps", 1000, "Largest adaptation steps per request.")
     flags.DEFINE_float("poll_seconds", 2.0, "Model directory polling period.")
@@ -544,7 +559,8 @@ def main(argv):
         rest_api_port = {0: None, -1: 0}.get(f.rest_api_port, f.rest_api_port)
         server = ModelServer(models, f.model_config_file, f.host, f.port, f.max_num_samples,
                              f.max_steps, poll_seconds=f.poll_seconds,
-                             max_message_mb=f.max_message_mb, rest_api_port=rest_api_port)
+                             max_message_mb=f.max_message_mb, rest_api_port=rest_api_port,
+                             drawing_page=f.drawing_page)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -556,6 +572,12 @@ def main(argv):
               f"from {model.base_path}", flush=True)
     if server.rest_api_port is not None:
         print(f"REST API listening on {server.host}:{server.rest_api_port}", flush=True)
+    if server.drawing_page:
+        host = f"[{server.host}]" if ":" in server.host else server.host
+        print(f"drawing page at http://{host}:{server.rest_api_port}/draw/", flush=True)
+        if server.host not in ("127.0.0.1", "localhost", "::1"):
+            _log.warning("--host=%s: the drawing page and both APIs are open to anyone who "
+                         "can reach this address (no authentication)", server.host)
     print(f"listening on {server.host}:{port}", flush=True)
     while not stop.wait(1.0):
         pass
