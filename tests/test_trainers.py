@@ -4,6 +4,7 @@ Configs are parsed with the trainers' own flag definitions (trainers.common) int
 FlagValues, then run in-process through the same library call the trainer makes.
 """
 
+import dataclasses
 import glob
 import os
 
@@ -41,8 +42,9 @@ def _argv(path, tmp_path, extra):
 
 
 @pytest.mark.parametrize("path", GEN_CONFIGS)
-def test_generation_config_one_step(path, tmp_path, data_dir):
+def test_generation_config_one_step(path, tmp_path, data_dir, monkeypatch):
     from tfmeta import meta_gan
+    monkeypatch.chdir(ROOT)   # configs/demo.cfg nests configs/omniglot_warp.cfg
     full = common.parse_config(cfg.GenerationConfig(), _argv(path, tmp_path, []))
     tiny = {"gan": "tiny", "vae": "tiny_vae", "warp": "tiny_warp"}[full.model]
     config = common.parse_config(cfg.GenerationConfig(), _argv(path, tmp_path, [
@@ -51,6 +53,17 @@ def test_generation_config_one_step(path, tmp_path, data_dir):
     result = meta_gan.run(config, log=lambda m: None)
     assert result["checkpoint"].endswith("ckpt-1")
     assert os.path.exists(tmp_path / "config.json") and os.path.exists(tmp_path / "results.json")
+
+
+def test_demo_is_the_headline_generator_trained_shorter(monkeypatch):
+    monkeypatch.chdir(ROOT)   # the nested --flagfile is relative to the repository
+    parse = lambda name: common.parse_config(   # noqa: E731
+        cfg.GenerationConfig(), ["prog", f"--flagfile=configs/{name}.cfg"])
+    headline, demo = parse("omniglot_warp"), parse("demo")
+    assert (demo.train.num_steps, demo.train.eval_every) == (2000, 1000)
+    shorter = dataclasses.replace(headline.train, num_steps=2000, eval_every=1000)
+    assert dataclasses.replace(headline, train=shorter) == demo
+    assert (demo.warp_sampling, demo.prior_temperature) == ("prior", 0.7)
 
 
 @pytest.mark.parametrize("path", FEWSHOT_CONFIGS)
