@@ -1,6 +1,7 @@
 """tfmeta.fewshot: published split lists end to end, meta-tests at several ways, the
 meta-learning-rate decay, and the errors a run raises before it trains."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -164,3 +165,64 @@ def test_vinyals_maml_configs_nest_the_omniglot_ones(way, monkeypatch):
     assert vinyals.data == cfg.DataConfig(split_dir="splits/vinyals", train_split="trainval",
                                           val_split="val", eval_split="test")
     assert base.data.rotations and base.data.split_dir is None
+
+
+def test_per_query_statistics_score_each_query_with_the_support_only():
+    """Without transduction a query's logits are those of model(support + that query)'s
+    last row: independent of the other queries, and different from the transductive
+    (all queries in one batch) logits where batch statistics matter."""
+    import tensorflow as tf
+    from tfmeta.fewshot import per_query_groups
+    from tfmeta.models.classifiers import classification_objective, conv4
+
+    tf.keras.utils.set_random_seed(0)
+    model = conv4(3, (28, 28, 1), filters=8, norm="batch")
+    params = [tf.convert_to_tensor(v) for v in model.trainable_variables]
+    rng = np.random.default_rng(0)
+    support = (rng.random((1, 3, 28, 28, 1)).astype(np.float32), np.array([[0, 1, 2]]))
+    query = (rng.random((1, 4, 28, 28, 1)).astype(np.float32), np.array([[0, 1, 2, 0]]))
+    groups, labels = per_query_groups(support, query)
+    assert groups.shape == (1, 4, 4, 28, 28, 1)
+    np.testing.assert_array_equal(groups[0, 2, :3], support[0][0])
+    np.testing.assert_array_equal(groups[0, 2, 3], query[0][0, 2])
+    objective = classification_objective(model)
+    loss, aux = objective(params, (groups[0], labels[0]), tf.constant([0, 0]))
+    expected_logits = np.stack([model(np.concatenate([support[0][0], query[0][0, j:j + 1]]),
+                                      training=True)[-1] for j in range(4)])
+    expected = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels[0], expected_logits))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    # only the query itself matters: dropping the other queries leaves its loss unchanged
+    alone, _ = objective(params, (groups[0, :1], labels[0, :1]), tf.constant([0, 0]))
+    np.testing.assert_allclose(alone, tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels[0, :1], expected_logits[:1])[0], rtol=1e-5)
+    transductive, _ = objective(params, (query[0][0], labels[0]), tf.constant([0, 0]))
+    assert abs(float(transductive) - float(loss)) > 1e-3
+
+
+def test_test_statistics_config():
+    base = cfg.FewShotConfig()
+    assert base.test_modes == ("transductive",)
+    assert dataclasses.replace(base, test_statistics="both").validate().test_modes == (
+        "transductive", "per_query")
+    with pytest.raises(ConfigError, match="--test_statistics must be"):
+        dataclasses.replace(base, test_statistics="query").validate()
+    protonet = dataclasses.replace(base, outer=cfg.OuterConfig(algorithm="protonet"),
+                                   test_statistics="per_query")
+    with pytest.raises(ConfigError, match="gradient-based"):
+        protonet.validate()
+
+
+def test_run_reports_both_test_statistics(tmp_path, data_dir):
+    from tfmeta import fewshot
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = common.parse_config(cfg.FewShotConfig(), [
+        "prog", f"--flagfile={os.path.join(root, 'configs/tiny_fewshot.cfg')}",
+        f"--workdir={tmp_path}", "--num_steps=1", "--log_every=1", "--eval_every=1",
+        "--checkpoint_every=1", "--eval_tasks=2", "--test_statistics=both"])
+    result = fewshot.run(config, log=lambda m: None)
+    n = config.task.n_way
+    assert sorted(result["tests"]) == [f"{n}way", f"{n}way_per_query"]
+    assert result["test"] == result["tests"][f"{n}way"]
+    for test in result["tests"].values():
+        assert test["num_tasks"] == 2 and 0.0 <= test["accuracy"] <= 1.0

@@ -240,6 +240,12 @@ class FewShotConfig:
         (staircase: meta_lr * meta_lr_decay_rate ** floor(step / every); Snell et al.
         halve it every 2,000 episodes); 0 keeps meta_lr constant.
       meta_lr_decay_rate: factor of each decay, in (0, 1].
+      test_statistics: normalisation statistics of the final meta-test's query images
+        (gradient-based learners): "transductive" (the batch statistics of all query
+        images of the task together, as the original MAML code and the published
+        tables), "per_query" (each query image scored in a batch with the support images
+        only, so no query sees another: Nichol et al. 2018's non-transductive setting)
+        or "both" (results.json `tests` gains "<N>way_per_query" entries).
     """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig()
@@ -251,6 +257,13 @@ class FewShotConfig:
     test_n_ways: str = ""
     meta_lr_decay_every: int = 0
     meta_lr_decay_rate: float = 0.5
+    test_statistics: str = "transductive"
+
+    @property
+    def test_modes(self):
+        """The meta-test modes to run: ("transductive",), ("per_query",) or both."""
+        return {"both": ("transductive", "per_query")}.get(self.test_statistics,
+                                                           (self.test_statistics,))
 
     @property
     def test_ways(self):
@@ -279,6 +292,12 @@ class FewShotConfig:
                f"--test_n_ways={self.test_n_ways} tests other ways than --n_way="
                f"{self.task.n_way}, which only --algorithm=protonet supports (the other "
                "learners' classifier head has n_way outputs)")
+        _check(self.test_statistics in ("transductive", "per_query", "both"),
+               f"--test_statistics must be transductive, per_query or both; got "
+               f"{self.test_statistics!r}")
+        _check(self.test_statistics == "transductive" or self.outer.algorithm != "protonet",
+               "--test_statistics=per_query/both is for the gradient-based learners; "
+               "ProtoNets embed support and query images with the same encoder call")
         _check(self.meta_lr_decay_every >= 0,
                "--meta_lr_decay_every must be >= 0 (0: constant --meta_lr)")
         _check(0 < self.meta_lr_decay_rate <= 1, "--meta_lr_decay_rate must be in (0, 1]")

@@ -8,10 +8,12 @@ adaptation with `eval_num_steps` inner steps on the support set, accuracy on the
 set; mean and 95% confidence interval (t-distribution) over tasks, for N = n_way and
 every way of `test_n_ways` (ProtoNets). Normalisation: MetaNorm batch statistics of the
 current call (transductive: the query set is normalised with its own statistics, as in
-the original MAML code).
+the original MAML code); `--test_statistics=per_query` (or `both`) also scores each query
+image in a batch with the support images only (no query sees another; `per_query_groups`).
 """
 
 import keras
+import numpy as np
 
 from tfmeta import config as cfg
 from tfmeta import distribute
@@ -63,9 +65,27 @@ def build_learner(config):
                                       objective, meta_opt)
 
 
-def meta_test(config, learner, class_images, num_tasks, seed, batch=50, n_way=None):
+def per_query_groups(support, query):
+    """The query batch of a meta-test without transduction: every query image after all
+    support images, one group each.
+
+    support, query: (images [T, S, H, W, C], labels [T, S]) / ([T, Q, ...], [T, Q]).
+    Returns (groups [T, Q, S + 1, H, W, C], labels [T, Q]) for
+    `tfmeta.models.classifiers.classification_objective` (scores each group's last image).
+    """
+    support_images, query_images = np.asarray(support[0]), np.asarray(query[0])
+    tasks, num_query = query_images.shape[:2]
+    repeated = np.broadcast_to(support_images[:, None],
+                               (tasks, num_query) + support_images.shape[1:])
+    return np.concatenate([repeated, query_images[:, :, None]], axis=2), query[1]
+
+
+def meta_test(config, learner, class_images, num_tasks, seed, batch=50, n_way=None,
+              per_query=False):
     """Mean accuracy and 95% CI half-width over `num_tasks` `n_way`-way tasks of
-    `class_images` (n_way None: config.task.n_way)."""
+    `class_images` (n_way None: config.task.n_way). per_query: score each query image
+    in a batch with the support images only (no transduction; see `per_query_groups`);
+    the tasks are the same as without it (same sampler seed)."""
     t = config.task
     n_way = n_way or t.n_way
     sampler = TaskSampler(class_images, n_way, t.k_shot, t.k_query, seed=seed)
@@ -75,6 +95,8 @@ def meta_test(config, learner, class_images, num_tasks, seed, batch=50, n_way=No
         for i in range(n):   # per task, so the CI is over tasks
             task = sampler.sample(1)
             support, query = split_classification_task(task)
+            if per_query:
+                query = per_query_groups(support, query)
             m = learner.adapt_and_evaluate(support, query, i,
                                            num_steps=config.inner.eval_num_steps)
             accuracies.append(float(m["query_accuracy"]))
@@ -147,14 +169,18 @@ def run(config, log=print):
                            config_dict=cfg.to_dict(config), meta_batch_size=t.meta_batch_size,
                            evaluate=evaluate, strategy=strategy, log=log)
     tests = {}
-    for n_way in config.test_ways:
-        test = meta_test(config, learner, images["test"], config.train.eval_tasks,
-                         seed=config.train.seed + 2, n_way=n_way)
-        log(f"[test] {d.eval_split}: {n_way}-way {t.k_shot}-shot accuracy "
-            f"{100 * test['accuracy']:.2f}% ± {100 * test['ci95']:.2f}% over "
-            f"{test['num_tasks']} tasks")
-        tests[f"{n_way}way"] = test
-    result["test"] = tests[f"{t.n_way}way"]
+    for mode in config.test_modes:
+        suffix = "" if mode == "transductive" else f"_{mode}"
+        for n_way in config.test_ways:
+            test = meta_test(config, learner, images["test"], config.train.eval_tasks,
+                             seed=config.train.seed + 2, n_way=n_way,
+                             per_query=mode == "per_query")
+            log(f"[test] {d.eval_split}: {n_way}-way {t.k_shot}-shot accuracy "
+                f"{100 * test['accuracy']:.2f}% ± {100 * test['ci95']:.2f}% over "
+                f"{test['num_tasks']} tasks ({mode} statistics)")
+            tests[f"{n_way}way{suffix}"] = test
+    first = "" if config.test_modes[0] == "transductive" else f"_{config.test_modes[0]}"
+    result["test"] = tests[f"{t.n_way}way{first}"]
     result["tests"] = tests
     if train_lib.is_chief(strategy):
         train_lib.write_json(config.train.workdir, "results.json", result)

@@ -132,16 +132,19 @@ class Learner:
         """Meta-test: adapts a copy per task on support, returns mean query metrics.
 
         Variables are not changed. num_steps: Python int (default `num_inner_steps`); one
-        compiled function per distinct value. Adaptation is first order (no outer gradient
-        is needed), so it is cheaper than a meta-step.
+        compiled function per distinct value and query-image rank (a query batch of
+        support + query groups, `tfmeta.fewshot.per_query_groups`, has one more axis).
+        Adaptation is first order (no outer gradient is needed), so it is cheaper than a
+        meta-step.
         """
         num_steps = self.num_inner_steps if num_steps is None else int(num_steps)
-        if num_steps not in self._eval_fns:
-            self._eval_fns[num_steps] = tf.function(
+        key = (num_steps, len(tf.nest.flatten(query)[0].shape))
+        if key not in self._eval_fns:
+            self._eval_fns[key] = tf.function(
                 functools.partial(self._evaluate_graph, num_steps=num_steps),
                 reduce_retracing=True)
         step = tf.cast(tf.convert_to_tensor(step), tf.int64)
-        return self._eval_fns[num_steps](support, query, step)
+        return self._eval_fns[key](support, query, step)
 
     def trackables(self):
         """Objects to put in `tf.train.Checkpoint(**learner.trackables())`."""

@@ -88,8 +88,24 @@ def classification_loss(logits, batch):
 def classification_objective(model, name="loss"):
     """Objective over all of `model`'s trainable variables with `classification_loss`.
 
-    The learner's variables must be `model.trainable_variables` (in that order).
+    The learner's variables must be `model.trainable_variables` (in that order). Batches
+    are (images [N, H, W, C], labels [N]), or, for meta-testing without transduction,
+    (groups [Q, G, H, W, C], labels [Q]): each group is one model call (so MetaNorm's
+    batch statistics are the group's) and only its last image is scored — a query
+    image after the G - 1 support images (`tfmeta.fewshot.meta_test(per_query=True)`).
     """
-    from tfmeta.meta.inner_loop import Objective, keras_loss
+    from tfmeta.meta.inner_loop import Objective, keras_loss, stateless_apply
 
-    return Objective(keras_loss(model, classification_loss), name=name)
+    plain = keras_loss(model, classification_loss)
+    spec = tf.TensorSpec(model.output_shape[1:], model.outputs[0].dtype)
+
+    def loss_fn(params, batch, seed):
+        if len(batch[0].shape) != 5:
+            return plain(params, batch, seed)
+        params = list(params)
+        logits = tf.map_fn(
+            lambda group: stateless_apply(model, params, group, training=True)[-1],
+            batch[0], fn_output_signature=spec)
+        return classification_loss(logits, batch)
+
+    return Objective(loss_fn, name=name)
