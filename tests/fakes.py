@@ -1,4 +1,10 @@
-"""Tiny synthetic data shared by tests (and the worker scripts tests launch)."""
+"""Tiny synthetic data shared by tests (and the worker scripts tests launch), and the
+model-server CLI started as a subprocess."""
+
+import contextlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -24,3 +30,32 @@ def write_split_lists(folder, **lists):
         with open(os.path.join(folder, f"{name}.txt"), "w") as f:
             f.write("".join(line + "\n" for line in lines))
     return str(folder)
+
+
+@contextlib.contextmanager
+def serve_cli(args, stderr=subprocess.PIPE):
+    """`python -m export.serve ARGS --grace_seconds 1` from the repository root, read
+    until it serves: yields (proc, announced) where announced holds what it printed:
+    "grpc" / "rest" (ports) and "page" (the drawing page URL), as far as printed (an
+    exit before serving leaves it partial: check and read proc.stderr). The process is
+    killed on exit if it is still running (tests stop it with SIGTERM themselves)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "export.serve", *args, "--grace_seconds", "1"], cwd=repo,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), stdout=subprocess.PIPE,
+        stderr=stderr, text=True)
+    try:
+        announced = {}
+        for line in proc.stdout:
+            if line.startswith("drawing page at "):
+                announced["page"] = line.split(" at ", 1)[1].strip()
+            elif line.startswith("REST API listening on "):
+                announced["rest"] = int(line.rsplit(":", 1)[1])
+            elif line.startswith("listening on "):
+                announced["grpc"] = int(line.rsplit(":", 1)[1])
+                break
+        yield proc, announced
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

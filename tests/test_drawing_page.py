@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw
 
 from export.rest import STATIC_DIR
 from export.serve import ModelServer
+from fakes import serve_cli
 from tfmeta.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -355,30 +356,18 @@ def page_server(tmp_path_factory):
         base = os.path.join(models, "toy")
     name = os.path.basename(os.path.normpath(base))
     log = open(tmp_path_factory.mktemp("serve") / "stderr.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "export.serve", "--model_base_path", base, "--port", "0",
-         "--rest_api_port", "-1", "--drawing_page", "--max_num_samples", str(MAX_SAMPLES),
-         "--grace_seconds", "1"],
-        cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), stdout=subprocess.PIPE,
-        stderr=log, text=True)
     try:
-        url = rest_port = None
-        for line in proc.stdout:
-            if line.startswith("drawing page at "):
-                url = line.split(" at ", 1)[1].strip()
-            if line.startswith("REST API listening on "):
-                rest_port = int(line.rsplit(":", 1)[1])
-            if line.startswith("listening on "):
-                break
-        if url is None:
-            log.seek(0)
-            raise RuntimeError(f"the server printed no page URL: {log.read()[-3000:]}")
-        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/draw/", url), url  # loopback
-        yield types.SimpleNamespace(url=url, root=url[:-len("draw/")], name=name,
-                                    rest_port=rest_port)
+        with serve_cli(["--model_base_path", base, "--port", "0", "--rest_api_port", "-1",
+                        "--drawing_page", "--max_num_samples", str(MAX_SAMPLES)],
+                       stderr=log) as (_, announced):
+            url = announced.get("page")
+            if url is None:
+                log.seek(0)
+                raise RuntimeError(f"the server printed no page URL: {log.read()[-3000:]}")
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/draw/", url), url  # loopback
+            yield types.SimpleNamespace(url=url, root=url[:-len("draw/")], name=name,
+                                        rest_port=announced["rest"])
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
         log.close()
 
 

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 import types
@@ -27,7 +26,8 @@ from export.rest import HTTP_STATUS
 from export.serve import ModelServer
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_serving import MAX_SAMPLES, REPO, _request, _sample_inputs, _support  # noqa: E402
+from fakes import serve_cli  # noqa: E402
+from test_serving import MAX_SAMPLES, _request, _sample_inputs, _support  # noqa: E402
 
 _SAMPLE = {"seed": 3, "num_samples": 4}  # _sample_inputs() as JSON
 _PREDICT = "/v1/models/toy:predict"
@@ -341,19 +341,9 @@ def test_concurrent_keep_alive_clients(served):
 
 
 def test_serve_cli_rest_api_port(serving_toy_base):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "export.serve", "--model_base_path",
-         os.path.join(serving_toy_base, "toy"), "--port", "0", "--rest_api_port", "-1",
-         "--grace_seconds", "1"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        rest_port = None
-        for line in proc.stdout:
-            if line.startswith("REST API listening on "):
-                rest_port = int(line.rsplit(":", 1)[1])
-            if line.startswith("listening on "):
-                break
+    with serve_cli(["--model_base_path", os.path.join(serving_toy_base, "toy"), "--port", "0",
+                    "--rest_api_port", "-1"]) as (proc, announced):
+        rest_port = announced.get("rest")
         assert rest_port, proc.stderr.read()[-3000:] if proc.poll() is not None else "no port"
         assert _http(rest_port, "GET", "/v1/models/toy")[0] == 200
         status, body = _http(rest_port, "POST", _PREDICT, {"inputs": _SAMPLE})
@@ -363,7 +353,3 @@ def test_serve_cli_rest_api_port(serving_toy_base):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert "shutting down" in proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -24,6 +24,7 @@ from export.serve import ModelServer
 from export.serving_module import build_serving_archive
 
 sys.path.insert(0, os.path.dirname(__file__))
+from fakes import serve_cli  # noqa: E402
 from serving_toy import ToyGenerativeModule  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -293,17 +294,9 @@ def test_client_protos_roundtrip_and_no_tensorflow_runtime():
 
 def test_serve_cli_subprocess_sigterm(served):
     _, _, _, base = served
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "export.serve", "--model_config_file",
-         os.path.join(base, "models.config"), "--port", "0", "--grace_seconds", "1"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        port = None
-        for line in proc.stdout:
-            if line.startswith("listening on "):
-                port = int(line.rsplit(":", 1)[1])
-                break
+    with serve_cli(["--model_config_file", os.path.join(base, "models.config"),
+                    "--port", "0"]) as (proc, announced):
+        port = announced.get("grpc")
         assert port, proc.stderr.read()[-3000:] if proc.poll() is not None else "no port"
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -312,7 +305,3 @@ def test_serve_cli_subprocess_sigterm(served):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert "shutting down" in proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -95,31 +95,22 @@ def split_list_path(split_dir, name):
     return path
 
 
+def _split_line(path, number, text):
+    """The SplitClass of line `number`; DataError for a malformed line or rotation."""
+    parts = text.split("/")
+    if len(parts) != 3 or not all(parts) or parts[2] not in ROTATIONS:
+        raise DataError(f"{path}:{number}: {text!r} is not a class of the form "
+                        f"{_LINE_FORMAT}")
+    return SplitClass(f"{parts[0]}/{parts[1]}", ROTATIONS[parts[2]], number)
+
+
 def read_split_list(path):
     """`[SplitClass]` of a list file, in file order (blank lines are skipped).
 
     Raises DataError `path:line: ...` on a malformed line (not three parts, or a
     rotation outside ROTATIONS), a repeated class, or an empty list.
     """
-    classes, first_line = [], {}
-    with open(path, encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
-            text = text.strip()
-            if not text:
-                continue
-            parts = text.split("/")
-            if len(parts) != 3 or not all(parts) or parts[2] not in ROTATIONS:
-                raise DataError(f"{path}:{number}: {text!r} is not a class of the form "
-                                f"{_LINE_FORMAT}")
-            entry = SplitClass(f"{parts[0]}/{parts[1]}", ROTATIONS[parts[2]], number)
-            if entry.name in first_line:
-                raise DataError(f"{path}:{number}: {entry.name} repeats line "
-                                f"{first_line[entry.name]}; each class is listed once")
-            first_line[entry.name] = number
-            classes.append(entry)
-    if not classes:
-        raise DataError(f"{path}: the class list is empty")
-    return classes
+    return read_class_list(path, parse=_split_line)
 
 
 def select_classes(source, classes, path):
@@ -209,21 +200,25 @@ class ListedClass(NamedTuple):
     line: int
 
 
-def read_class_list(path):
+def read_class_list(path, parse=None):
     """`[ListedClass]` of a plain class list (one class name per line, blank lines
     skipped), in file order. Raises DataError `path:line: ...` on a repeated class, or
-    an empty list."""
+    an empty list. parse: `(path, number, text) -> entry with .name` for lists whose
+    lines are structured (`read_split_list`); its errors come in line order with the
+    repeats'."""
+    parse = parse or (lambda _, number, text: ListedClass(text, number))
     classes, first_line = [], {}
     with open(path, encoding="utf-8") as f:
         for number, text in enumerate(f, start=1):
             text = text.strip()
             if not text:
                 continue
-            if text in first_line:
-                raise DataError(f"{path}:{number}: {text} repeats line {first_line[text]}; "
-                                "each class is listed once")
-            first_line[text] = number
-            classes.append(ListedClass(text, number))
+            entry = parse(path, number, text)
+            if entry.name in first_line:
+                raise DataError(f"{path}:{number}: {entry.name} repeats line "
+                                f"{first_line[entry.name]}; each class is listed once")
+            first_line[entry.name] = number
+            classes.append(entry)
     if not classes:
         raise DataError(f"{path}: the class list is empty")
     return classes
