@@ -1,7 +1,7 @@
 """Adapt a meta-trained generator to K images and write a PNG grid (no server needed).
 
   python -m trainers.adapt --checkpoint=runs/mygen --images='my_drawings/*.png' \
-      --steps=20 --num_samples=16 --seed=3 --out=grid.png
+      --num_samples=16 --seed=3 --out=grid.png   # [--steps=N; default: the run's]
 
 Images may be any format PIL reads; they are converted to the model's size and
 channels, and dark-ink-on-light drawings are inverted (the models draw bright strokes).
@@ -18,7 +18,8 @@ from trainers import common
 
 flags.DEFINE_string("checkpoint", None, "trainers.meta_gan workdir or checkpoint prefix")
 flags.DEFINE_string("images", None, "glob of 1-20 support images")
-flags.DEFINE_integer("steps", 5, "adaptation steps (the demo model was meta-trained with 2, evaluated with 5)")
+flags.DEFINE_integer("steps", -1, "adaptation steps on the images (-1: the run's "
+                     "--eval_inner_steps, 0 for the warp generator configs)")
 flags.DEFINE_integer("num_samples", 16, "samples to draw")
 flags.DEFINE_integer("seed", 0, "seed of adaptation and sampling")
 flags.DEFINE_string("invert", "auto", "auto, always or never (see export.client)")
@@ -49,12 +50,13 @@ def main(argv):
         support = load_support_images(paths, size, size, channels, invert=FLAGS.invert)
     except ClientError as e:
         raise DataError(f"--images: {e}") from None
+    steps = config.inner.eval_num_steps if FLAGS.steps < 0 else FLAGS.steps
     module = generation.GenerativeModule(config, model, learner, scale_images(support, "gan"),
-                                         steps=FLAGS.steps, seed=FLAGS.seed)
+                                         steps=steps, seed=FLAGS.seed)
     samples = module.sample(tf.constant(FLAGS.num_samples), tf.constant(FLAGS.seed, tf.int64))
     grid = make_grid(summaries.to_uint8(samples.numpy()), support)
     Image.fromarray(np.squeeze(grid, -1) if grid.shape[-1] == 1 else grid).save(FLAGS.out)
-    print(f"[adapt] {len(paths)} support images, {FLAGS.steps} steps → {FLAGS.out}")
+    print(f"[adapt] {len(paths)} support images, {steps} steps → {FLAGS.out}")
 
 
 if __name__ == "__main__":
