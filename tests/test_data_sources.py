@@ -128,7 +128,10 @@ def test_formats_sizes_and_exact_area_resize(tmp_path):
                                       area_resize((255 - decoded)[None], 32)[0])
 
 
-def test_ink_polarity_auto_bright_dark_and_mixed_warning(tmp_path, caplog):
+def test_ink_polarity_auto_bright_dark_and_mixed_warning(tmp_path, caplog, monkeypatch):
+    # the trainers print tfmeta.data's lines themselves (trainers.common.show_data_progress)
+    # and stop their propagation; caplog listens at the root
+    monkeypatch.setattr(logging.getLogger("tfmeta.data"), "propagate", True)
     dark = _make_folder(str(tmp_path / "dark"), {"a": 3, "b": 3}, dark_ink=True)
     bright = _make_folder(str(tmp_path / "bright"), {"a": 3, "b": 3}, dark_ink=False)
     auto_dark = _load(tmp_path / "dark", tmp_path=tmp_path)
@@ -183,7 +186,10 @@ def test_channels_colour_kept_luma_and_transparency(tmp_path):
     np.testing.assert_array_equal(alpha.images[0, :, :, 0], expected)
 
 
-def test_too_few_images_are_named_and_skipped(tmp_path, caplog):
+def test_too_few_images_are_named_and_skipped(tmp_path, caplog, monkeypatch):
+    # the trainers print tfmeta.data's lines themselves (trainers.common.show_data_progress)
+    # and stop their propagation; caplog listens at the root
+    monkeypatch.setattr(logging.getLogger("tfmeta.data"), "propagate", True)
     _make_folder(str(tmp_path / "root"), {"big": 6, "small": 3, "tiny": 1, "ok": 5})
     with caplog.at_level(logging.WARNING, logger="tfmeta.data"):
         data = _load(tmp_path / "root", tmp_path=tmp_path, min_images=5)

@@ -82,3 +82,15 @@ def test_bad_flag_value_names_the_flag(tmp_path):
     with pytest.raises(ConfigError, match="--k_query"):
         common.parse_config(cfg.FewShotConfig(), _argv("configs/tiny_fewshot.cfg", tmp_path,
                                                        ["--k_shot=10", "--k_query=15"]))
+
+
+def test_data_progress_lines_are_printed_once(capsys, monkeypatch):
+    import logging
+    log = logging.getLogger("tfmeta.data")
+    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "level", logging.NOTSET)
+    monkeypatch.setattr(log, "propagate", True)
+    common.show_data_progress()
+    common.show_data_progress()    # idempotent: one handler
+    logging.getLogger("tfmeta.data.omniglot").info("decoding 19280 Omniglot PNGs")
+    assert capsys.readouterr().out == "[data] decoding 19280 Omniglot PNGs\n"

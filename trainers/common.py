@@ -7,6 +7,7 @@ passes, so there is one source of defaults.
 """
 
 import dataclasses
+import logging
 import sys
 
 from absl import flags
@@ -17,7 +18,7 @@ from tfmeta.errors import TfmetaError
 from tfmeta.overrides import flag_values_of, to_flagfile, with_flag_values
 
 __all__ = ["define_flags", "build_config", "parse_config", "main_guard", "setup_runtime",
-           "setup_training_runtime",
+           "setup_training_runtime", "show_data_progress",
            "with_flag_values", "flag_values_of", "to_flagfile"]
 
 
@@ -57,13 +58,42 @@ def build_config(defaults, values):
                                        for name in overrides.flag_names(defaults)})
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """A StreamHandler on whatever sys.stdout is when a record is written (tests and
+    tools replace sys.stdout)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        del value
+
+
+def show_data_progress(stream=None):
+    """Prints the data loaders' log lines (`tfmeta.data.*`: decoding progress, polarity,
+    skipped classes, cache writes) to `stream` (default stdout) as "[data] ..." lines,
+    once per process. absl's verbosity stays WARNING for everything else."""
+    log = logging.getLogger("tfmeta.data")
+    if any(getattr(h, "tfmeta_progress", False) for h in log.handlers):
+        return
+    handler = logging.StreamHandler(stream) if stream else _StdoutHandler()
+    handler.setFormatter(logging.Formatter("[data] %(message)s"))
+    handler.tfmeta_progress = True
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False   # not again through absl's handler (stderr)
+
+
 def setup_runtime(num_cpu_replicas=1, threads=0, onednn=None, intra_op_threads=None):
     """Quiet TF, choose threads and oneDNN, split the CPU before TF initialises (returns
     tf). onednn: None keeps TF's default (or TF_ENABLE_ONEDNN_OPTS). intra_op_threads:
     overrides `threads` for intra-op parallelism (see `setup_training_runtime`)."""
-    from absl import logging
+    from absl import logging as absl_logging
     from tfmeta import runtime
-    logging.set_verbosity(logging.WARNING)   # progress lines are printed by the library
+    absl_logging.set_verbosity(absl_logging.WARNING)   # progress lines are printed by the library
+    show_data_progress()
     return runtime.configure(
         num_cpu_replicas=num_cpu_replicas,
         intra_op_threads=threads if intra_op_threads is None else intra_op_threads,
