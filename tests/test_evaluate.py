@@ -131,6 +131,30 @@ def test_augmentation_gains_are_paired_differences():
         generators.augmentation_gains({"methods": {"gen": {}}})
 
 
+def test_real_drawing_equivalents_read_the_baseline_curve():
+    def entry(mean):
+        return {"mean": mean, "accuracy_per_seed": [mean]}
+    results = {"methods": {
+        "no_augmentation": {"5": entry(0.556), "10": entry(0.724), "15": entry(0.789)},
+        "gen": {"5": entry(0.690), "10": entry(0.80), "15": entry(0.80)},
+        "worse": {"5": entry(0.50), "10": entry(0.75), "15": entry(0.79)}}}
+    worth = generators.real_drawing_equivalents(results)
+    # 0.690 lies 0.134 / 0.168 of the way from 5 to 10 real drawings.
+    assert worth["gen"]["5"] == pytest.approx(5 * 0.134 / 0.168)
+    assert worth["worse"]["10"] == pytest.approx(5 * 0.026 / 0.065)
+    # below the curve at n, or beyond its last point: no reading, no extrapolation
+    assert worth["worse"]["5"] is None and worth["gen"]["10"] is None
+    assert worth["gen"]["15"] is None and worth["worse"]["15"] is None
+    table = generators.gains_markdown(generators.augmentation_gains(results),
+                                      equivalents=worth)
+    assert "+13.4 (≈ 4.0 real)" in table and "(—)" in table
+    flat = {"methods": {"no_augmentation": {"5": entry(0.6), "10": entry(0.6)},
+                        "gen": {"5": entry(0.6)}}}
+    assert generators.real_drawing_equivalents(flat)["gen"]["5"] is None   # no rise
+    with pytest.raises(ConfigError, match="no_augmentation"):
+        generators.real_drawing_equivalents({"methods": {"gen": {}}})
+
+
 def _distinct_alphabets(tiny_omniglot_dir, folder):
     """Copy of the tiny archives whose evaluation alphabets are renamed: both fake zips
     name their alphabets Alpha0.., but real Omniglot's splits share no character name

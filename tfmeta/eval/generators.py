@@ -35,7 +35,8 @@ images. Adapt + sample is one tf.function with a dynamic-K input signature and t
 count as a tensor (a graph loop), so it traces once for every K and step count.
 
 Reporting for trainers.evaluate: `augmentation_gains` (paired gain over no
-augmentation), `gains_markdown`, `write_report` (results.json / results.md / TensorBoard).
+augmentation), `real_drawing_equivalents` (a gain read as extra real drawings),
+`gains_markdown`, `write_report` (results.json / results.md / TensorBoard).
 """
 
 import dataclasses
@@ -59,7 +60,8 @@ from tfmeta.models import presets
 __all__ = ["GeneratorSampler", "meta_generator_fn", "scratch_gan_fn",
            "pretrain_generator", "pretrained_finetune_fn", "ensure_pretrained",
            "method_name", "checkpoint_methods", "augmentation_gains", "gains_markdown",
-           "sample_metrics_markdown", "write_report", "PRETRAIN_FILE"]
+           "real_drawing_equivalents", "sample_metrics_markdown", "write_report",
+           "PRETRAIN_FILE"]
 
 PRETRAIN_FILE = "pretrain.json"   # marks a workdir written by pretrain_generator
 
@@ -354,8 +356,43 @@ def augmentation_gains(results, baseline="no_augmentation"):
     return gains
 
 
-def gains_markdown(gains, baseline="no_augmentation"):
-    """Markdown table of `augmentation_gains` in percentage points."""
+def real_drawing_equivalents(results, baseline="no_augmentation"):
+    """How many extra *real* drawings per character each method's images are worth.
+
+    The baseline's mean accuracies at the protocol's n_real values (5, 10, 15) form a
+    curve "accuracy with n real drawings"; a method's mean accuracy at n_real = n is
+    read on it by linear interpolation, giving x real drawings, and the method is worth
+    x - n extra real drawings (e.g. 55.6 / 72.4 / 78.9% at 5 / 10 / 15: a method at
+    5 real scoring 69.0% is worth 5 + 5 * 13.4 / 16.8 - 5 = 4.0 drawings). The curve's
+    points use different test drawings (20 - n per character), so this is an estimate.
+
+    Returns {method: {str(n): worth or None}}; None where the accuracy is below the
+    curve at n or above its last point (no extrapolation), or where the baseline has
+    fewer than two n_real values or its curve does not rise.
+    """
+    methods = results["methods"]
+    if baseline not in methods:
+        raise ConfigError(f"real-drawing equivalents need the {baseline!r} method in the "
+                          "results")
+    points = sorted((int(n), float(e["mean"])) for n, e in methods[baseline].items())
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    rising = len(points) >= 2 and all(b > a for a, b in zip(ys, ys[1:]))
+    out = {}
+    for name, by_n in methods.items():
+        if name == baseline:
+            continue
+        out[name] = {}
+        for n, entry in by_n.items():
+            n_int, accuracy = int(n), float(entry["mean"])
+            usable = rising and n_int in xs and ys[xs.index(n_int)] <= accuracy <= ys[-1]
+            out[name][n] = float(np.interp(accuracy, ys, xs)) - n_int if usable else None
+    return out
+
+
+def gains_markdown(gains, baseline="no_augmentation", equivalents=None):
+    """Markdown table of `augmentation_gains` in percentage points; with `equivalents`
+    (`real_drawing_equivalents`), each cell also says how many extra real drawings the
+    method's images are worth ("≈ 4.0 real"; "—" where the curve cannot say)."""
     columns = list(dict.fromkeys(n for by_n in gains.values() for n in by_n))
     lines = ["| method | " + " | ".join(f"gain n_real={n} (pp)" for n in columns) + " |",
              "|---" * (1 + len(columns)) + "|"]
@@ -363,11 +400,19 @@ def gains_markdown(gains, baseline="no_augmentation"):
         cells = []
         for n in columns:
             g = by_n[n]
-            cells.append(f"{100 * g['mean']:+.1f}" + (
-                "" if g["ci95_halfwidth"] is None else f" ± {100 * g['ci95_halfwidth']:.1f}"))
+            cell = f"{100 * g['mean']:+.1f}" + (
+                "" if g["ci95_halfwidth"] is None else f" ± {100 * g['ci95_halfwidth']:.1f}")
+            if equivalents is not None:
+                worth = equivalents.get(name, {}).get(n)
+                cell += " (—)" if worth is None else f" (≈ {worth:.1f} real)"
+            cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append(f"\nGain = accuracy(method) - accuracy({baseline}), paired per seed; "
                  "mean ± 95% t-interval.")
+    if equivalents is not None:
+        lines.append(f"(≈ x real): the method's images are worth x extra real drawings per "
+                     f"character on {baseline}'s accuracy curve over n_real "
+                     "(tfmeta.eval.generators.real_drawing_equivalents).")
     return "\n".join(lines)
 
 
@@ -405,8 +450,9 @@ def write_report(out_dir, results, samples, extra=None):
     """Writes the evaluation outputs of `augmentation_accuracy` + `sample_metrics`.
 
     `<out_dir>/results.json`: {"augmentation": results, "gains": augmentation_gains,
-    "samples": samples, **extra}; `results.md`: the accuracy table with sample-metric
-    columns (`to_markdown`) and the gain table; `tensorboard/`: scalars
+    "real_drawing_equivalents": ..., "samples": samples, **extra}; `results.md`: the
+    accuracy table with sample-metric columns (`to_markdown`) and the gain table (with
+    each gain's worth in real drawings); `tensorboard/`: scalars
     `accuracy/<method>/n_real=<n>`, `gain/<method>/n_real=<n>`, `samples/<method>/<key>`
     at step 0. Returns the Markdown text.
     """
@@ -415,10 +461,12 @@ def write_report(out_dir, results, samples, extra=None):
     from tfmeta.eval.augmentation import to_markdown
 
     gains = augmentation_gains(results)
+    equivalents = real_drawing_equivalents(results)
     train_lib.write_json(out_dir, "results.json", {
-        "augmentation": results, "gains": gains, "samples": samples, **(extra or {})})
-    table = (to_markdown(results, samples["methods"]) + "\n\n" + gains_markdown(gains)
-             + "\n")
+        "augmentation": results, "gains": gains, "real_drawing_equivalents": equivalents,
+        "samples": samples, **(extra or {})})
+    table = (to_markdown(results, samples["methods"]) + "\n\n"
+             + gains_markdown(gains, equivalents=equivalents) + "\n")
     if extra and extra.get("samples_by_k_shot"):
         table += "\n" + sample_metrics_markdown(extra["samples_by_k_shot"]) + "\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:
