@@ -151,6 +151,9 @@ def test_real_drawing_equivalents_read_the_baseline_curve():
     flat = {"methods": {"no_augmentation": {"5": entry(0.6), "10": entry(0.6)},
                         "gen": {"5": entry(0.6)}}}
     assert generators.real_drawing_equivalents(flat)["gen"]["5"] is None   # no rise
+    table = generators.gains_markdown(generators.augmentation_gains(flat),
+                                      equivalents=generators.real_drawing_equivalents(flat))
+    assert "| gen | +0.0 |" in table and "≈" not in table and "(—)" not in table
     with pytest.raises(ConfigError, match="no_augmentation"):
         generators.real_drawing_equivalents({"methods": {"gen": {}}})
 

@@ -392,7 +392,11 @@ def real_drawing_equivalents(results, baseline="no_augmentation"):
 def gains_markdown(gains, baseline="no_augmentation", equivalents=None):
     """Markdown table of `augmentation_gains` in percentage points; with `equivalents`
     (`real_drawing_equivalents`), each cell also says how many extra real drawings the
-    method's images are worth ("≈ 4.0 real"; "—" where the curve cannot say)."""
+    method's images are worth ("≈ 4.0 real"; "—" where the curve cannot say; nothing
+    when it can say nothing, e.g. a run with one n_real)."""
+    if equivalents is not None and all(w is None for by_n in equivalents.values()
+                                       for w in by_n.values()):
+        equivalents = None
     columns = list(dict.fromkeys(n for by_n in gains.values() for n in by_n))
     lines = ["| method | " + " | ".join(f"gain n_real={n} (pp)" for n in columns) + " |",
              "|---" * (1 + len(columns)) + "|"]
