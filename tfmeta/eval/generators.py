@@ -339,21 +339,27 @@ def augmentation_gains(results, baseline="no_augmentation"):
     (same characters, splits and classifier init per seed: a paired comparison) with
     their mean and 95% t-interval half-width. Returns {method: {str(n_real): {...}}}.
     """
-    methods = results["methods"]
-    if baseline not in methods:
-        raise ConfigError(f"augmentation gains need the {baseline!r} method in the results")
-    gains = {}
-    for name, by_n in methods.items():
-        if name == baseline:
-            continue
-        gains[name] = {}
-        for n, entry in by_n.items():
-            diffs = list(np.subtract(entry["accuracy_per_seed"],
-                                     methods[baseline][n]["accuracy_per_seed"]))
-            mean, half = confidence_interval(diffs)
-            gains[name][n] = {"per_seed": [float(d) for d in diffs], "mean": mean,
-                              "ci95_halfwidth": half}
-    return gains
+    base = _baseline(results, baseline, "augmentation gains")
+
+    def gain(n, entry):
+        diffs = list(np.subtract(entry["accuracy_per_seed"], base[n]["accuracy_per_seed"]))
+        mean, half = confidence_interval(diffs)
+        return {"per_seed": [float(d) for d in diffs], "mean": mean, "ci95_halfwidth": half}
+
+    return _per_method(results, baseline, gain)
+
+
+def _baseline(results, baseline, what):
+    """The baseline method's {str(n_real): entry}; ConfigError naming `what` if absent."""
+    if baseline not in results["methods"]:
+        raise ConfigError(f"{what} need the {baseline!r} method in the results")
+    return results["methods"][baseline]
+
+
+def _per_method(results, baseline, cell):
+    """{method: {str(n_real): cell(n, entry)}} for every method but the baseline."""
+    return {name: {n: cell(n, entry) for n, entry in by_n.items()}
+            for name, by_n in results["methods"].items() if name != baseline}
 
 
 def real_drawing_equivalents(results, baseline="no_augmentation"):
@@ -370,23 +376,17 @@ def real_drawing_equivalents(results, baseline="no_augmentation"):
     curve at n or above its last point (no extrapolation), or where the baseline has
     fewer than two n_real values or its curve does not rise.
     """
-    methods = results["methods"]
-    if baseline not in methods:
-        raise ConfigError(f"real-drawing equivalents need the {baseline!r} method in the "
-                          "results")
-    points = sorted((int(n), float(e["mean"])) for n, e in methods[baseline].items())
+    base = _baseline(results, baseline, "real-drawing equivalents")
+    points = sorted((int(n), float(e["mean"])) for n, e in base.items())
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     rising = len(points) >= 2 and all(b > a for a, b in zip(ys, ys[1:]))
-    out = {}
-    for name, by_n in methods.items():
-        if name == baseline:
-            continue
-        out[name] = {}
-        for n, entry in by_n.items():
-            n_int, accuracy = int(n), float(entry["mean"])
-            usable = rising and n_int in xs and ys[xs.index(n_int)] <= accuracy <= ys[-1]
-            out[name][n] = float(np.interp(accuracy, ys, xs)) - n_int if usable else None
-    return out
+
+    def worth(n, entry):
+        n_int, accuracy = int(n), float(entry["mean"])
+        usable = rising and n_int in xs and ys[xs.index(n_int)] <= accuracy <= ys[-1]
+        return float(np.interp(accuracy, ys, xs)) - n_int if usable else None
+
+    return _per_method(results, baseline, worth)
 
 
 def gains_markdown(gains, baseline="no_augmentation", equivalents=None):
