@@ -125,11 +125,8 @@ def test_maml_tests_only_its_n_way(tmp_path):
 
 def test_meta_lr_halves_every_decay_steps(tmp_path):
     from tfmeta import fewshot
-    schedule = fewshot.meta_lr_schedule(1e-3, decay_every=2, decay_rate=0.5)
-    np.testing.assert_allclose([float(schedule(i)) for i in range(6)],
-                               [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4], rtol=1e-6)
-    assert fewshot.meta_lr_schedule(1e-3) == 1e-3
-    # The learner's optimiser follows it, one decay count per meta-step.
+    assert float(fewshot.StaircaseAdam(1e-3).learning_rate) == pytest.approx(1e-3)
+    # The learner's optimiser halves it every two meta-steps.
     config = _config(tmp_path, "unused", "unused", "--meta_lr_decay_every=2")
     _, learner = fewshot.build_learner(config)
     rng = np.random.default_rng(0)
@@ -140,6 +137,27 @@ def test_meta_lr_halves_every_decay_steps(tmp_path):
         rates.append(float(learner.optimizer.learning_rate))
         learner.meta_step(support, query, step)
     np.testing.assert_allclose(rates, [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4], rtol=1e-6)
+
+
+def test_constant_rate_checkpoint_resumes_with_a_decay(tmp_path):
+    """A run trained at a constant --meta_lr resumes with --meta_lr_decay_every added:
+    same checkpoint layout, slots restored in place, the decay counted from the restored
+    step (a Keras LearningRateSchedule would shift every slot by one and fail)."""
+    import keras
+    import tensorflow as tf
+    from tfmeta import fewshot
+    var = keras.Variable(np.ones((3, 2), np.float32))
+    before = keras.optimizers.Adam(1e-3)   # how constant-rate runs were checkpointed
+    for _ in range(3):
+        before.apply([tf.constant(np.arange(6, dtype=np.float32).reshape(3, 2))], [var])
+    path = tf.train.Checkpoint(optimizer=before).save(str(tmp_path / "ckpt"))
+    after = fewshot.StaircaseAdam(1e-3, decay_every=2, decay_rate=0.5)
+    after.build([var])
+    tf.train.Checkpoint(optimizer=after).restore(path).assert_existing_objects_matched()
+    assert int(after.iterations) == 3
+    assert float(after.learning_rate) == pytest.approx(5e-4)   # floor(3 / 2) = 1 decay
+    for old, new in zip(before.variables, after.variables):
+        np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
 
 
 @pytest.mark.parametrize("shot", [1, 5])

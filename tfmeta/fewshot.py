@@ -24,7 +24,7 @@ from tfmeta.eval.augmentation import confidence_interval
 from tfmeta.meta import ProtoNet, learner_from_config
 from tfmeta.models.classifiers import classification_objective, conv4, conv4_encoder
 
-__all__ = ["build_learner", "meta_lr_schedule", "split_classification_task", "meta_test",
+__all__ = ["build_learner", "StaircaseAdam", "split_classification_task", "meta_test",
            "run"]
 
 _POOL = {"conv4": "max", "conv4_stride": "stride"}
@@ -36,16 +36,30 @@ def split_classification_task(task):
             (task.query_images, task.query_labels))
 
 
-def meta_lr_schedule(meta_lr, decay_every=0, decay_rate=0.5):
-    """The meta-optimiser's learning rate: `meta_lr` (decay_every = 0), else a staircase
-    decay `meta_lr * decay_rate ** floor(iterations / decay_every)` over the optimiser's
-    update count, i.e. meta-steps (Snell et al. 2017: Adam 1e-3 halved every 2,000
-    episodes). A Keras LearningRateSchedule: it resumes with the optimiser's checkpointed
-    `iterations`."""
-    if not decay_every:
-        return meta_lr
-    return keras.optimizers.schedules.ExponentialDecay(
-        meta_lr, decay_steps=decay_every, decay_rate=decay_rate, staircase=True)
+class StaircaseAdam(keras.optimizers.Adam):
+    """Adam at `learning_rate * decay_rate ** floor(iterations / decay_every)` (decay_every
+    = 0: constant), i.e. a staircase decay over meta-steps (Snell et al. 2017: Adam 1e-3
+    halved every 2,000 episodes).
+
+    The rate stays in Adam's own learning-rate variable and the decay is applied on read,
+    so the checkpoint holds the same variables with or without a decay: a run trained at a
+    constant rate resumes with a decay added (and back). A Keras `LearningRateSchedule`
+    would drop that variable and shift every slot of the checkpoint by one."""
+
+    def __init__(self, learning_rate=1e-3, decay_every=0, decay_rate=0.5, **kwargs):
+        super().__init__(learning_rate=float(learning_rate), **kwargs)
+        self.decay_every, self.decay_rate = int(decay_every), float(decay_rate)
+
+    def _get_current_learning_rate(self):
+        rate = super()._get_current_learning_rate()
+        if not self.decay_every:
+            return rate
+        count = keras.ops.floor(keras.ops.cast(self.iterations, "float32") / self.decay_every)
+        return rate * keras.ops.power(self.decay_rate, count)
+
+    def get_config(self):
+        return {**super().get_config(), "decay_every": self.decay_every,
+                "decay_rate": self.decay_rate}
 
 
 def build_learner(config):
@@ -54,8 +68,8 @@ def build_learner(config):
     size, ch = config.data.image_size, config.data.channels
     shape, pool = (size, size, ch), _POOL[config.network]
     outer = config.outer
-    meta_opt = keras.optimizers.Adam(meta_lr_schedule(
-        outer.meta_lr, config.meta_lr_decay_every, config.meta_lr_decay_rate))
+    meta_opt = StaircaseAdam(outer.meta_lr, config.meta_lr_decay_every,
+                             config.meta_lr_decay_rate)
     if outer.algorithm == "protonet":
         encoder = conv4_encoder(shape, norm=config.norm, pool=pool)
         return encoder, ProtoNet(encoder, config.task.n_way, meta_opt)
