@@ -75,7 +75,10 @@ def test_fewshot_config_one_step(path, tmp_path, data_dir):
     result = fewshot.run(config, log=lambda m: None)
     assert 0.0 <= result["test"]["accuracy"] <= 1.0
     assert result["test"]["num_tasks"] == 2
-    assert sorted(result["tests"]) == sorted(f"{n}way" for n in config.test_ways)
+    # One entry per tested way and test-statistics mode ("<N>way", "<N>way_per_query").
+    assert sorted(result["tests"]) == sorted(
+        f"{n}way" + ("" if mode == "transductive" else f"_{mode}")
+        for mode in config.test_modes for n in config.test_ways)
 
 
 def test_bad_flag_value_names_the_flag(tmp_path):
