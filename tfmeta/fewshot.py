@@ -44,7 +44,10 @@ class StaircaseAdam(keras.optimizers.Adam):
     The rate stays in Adam's own learning-rate variable and the decay is applied on read,
     so the checkpoint holds the same variables with or without a decay: a run trained at a
     constant rate resumes with a decay added (and back). A Keras `LearningRateSchedule`
-    would drop that variable and shift every slot of the checkpoint by one."""
+    would drop that variable and shift every slot of the checkpoint by one. It overrides
+    Keras's private rate read (`BaseOptimizer._get_current_learning_rate`, which every
+    update calls); tests/test_fewshot.py checks the per-step rates, so a Keras change
+    that bypasses it fails there."""
 
     def __init__(self, learning_rate=1e-3, decay_every=0, decay_rate=0.5, **kwargs):
         super().__init__(learning_rate=float(learning_rate), **kwargs)
