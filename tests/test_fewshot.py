@@ -244,3 +244,60 @@ def test_run_reports_both_test_statistics(tmp_path, data_dir):
     assert result["test"] == result["tests"][f"{n}way"]
     for test in result["tests"].values():
         assert test["num_tasks"] == 2 and 0.0 <= test["accuracy"] <= 1.0
+
+
+def _tiny(tmp_path, workdir, *extra):
+    return common.parse_config(cfg.FewShotConfig(), [
+        "prog", f"--flagfile={os.path.join(ROOT, 'configs/tiny_fewshot.cfg')}",
+        f"--workdir={workdir}", "--log_every=1", "--eval_every=1", "--checkpoint_every=1",
+        "--eval_tasks=2", *extra])
+
+
+def test_init_from_loads_only_the_network_weights(tmp_path):
+    """Meta-SGD started from a MAML run: the MAML weights, fresh rates and optimiser;
+    a learner whose weights do not fit, or a folder without a checkpoint, is refused."""
+    from tfmeta import fewshot
+    from tfmeta import train as train_lib
+    maml_config = _tiny(tmp_path, tmp_path / "maml", "--algorithm=maml")
+    model, maml = fewshot.build_learner(maml_config)
+    rng = np.random.default_rng(0)
+    n = maml_config.task.n_way
+    support = (rng.random((1, n, 28, 28, 1), np.float32), np.arange(n, dtype=np.int32)[None])
+    maml.meta_step(support, support, 0)   # weights and Adam slots move off the init
+    ckpt, _, _ = train_lib.make_checkpoint(maml)
+    ckpt.save(str(tmp_path / "maml" / "checkpoints" / "ckpt"))
+
+    sgd_config = _tiny(tmp_path, tmp_path / "sgd", "--algorithm=meta_sgd", "--seed=7")
+    sgd_model, meta_sgd = fewshot.build_learner(sgd_config)
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(),
+                                                        sgd_model.get_weights()))
+    path = train_lib.init_weights(meta_sgd, str(tmp_path / "maml"))
+    assert path.endswith("ckpt-1")
+    for a, b in zip(model.get_weights(), sgd_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for rate in meta_sgd.learning_rates:   # learned rates and optimiser start fresh
+        np.testing.assert_array_equal(np.asarray(rate), np.float32(sgd_config.inner.lr))
+    assert int(meta_sgd.meta_optimizer.iterations) == 0
+
+    _, protonet = fewshot.build_learner(_tiny(tmp_path, tmp_path / "pn",
+                                              "--algorithm=protonet"))
+    with pytest.raises(DataError, match="do not fit this network and learner"):
+        train_lib.init_weights(protonet, str(tmp_path / "maml"))
+    with pytest.raises(DataError, match="no checkpoint in"):
+        train_lib.init_weights(meta_sgd, str(tmp_path / "sgd"))
+
+
+def test_init_from_is_used_once_then_the_run_resumes(tmp_path, data_dir):
+    from tfmeta import fewshot
+    fewshot.run(_tiny(tmp_path, tmp_path / "maml", "--algorithm=maml", "--num_steps=1"),
+                log=lambda m: None)
+    lines = []
+    args = ("--algorithm=meta_sgd", f"--init_from={tmp_path / 'maml'}")
+    fewshot.run(_tiny(tmp_path, tmp_path / "sgd", *args, "--num_steps=1"), log=lines.append)
+    assert any(ln.startswith("[model] network weights from") for ln in lines)
+    lines.clear()
+    fewshot.run(_tiny(tmp_path, tmp_path / "sgd", *args, "--num_steps=2"), log=lines.append)
+    assert not any(ln.startswith("[model] network weights from") for ln in lines)
+    assert any(ln.startswith("[train] resumed from") for ln in lines)
+    with pytest.raises(ConfigError, match="--init_from .* is not a directory"):
+        _tiny(tmp_path, tmp_path / "x", f"--init_from={tmp_path / 'missing'}").validate()

@@ -246,6 +246,10 @@ class FewShotConfig:
         tables), "per_query" (each query image scored in a batch with the support images
         only, so no query sees another: Nichol et al. 2018's non-transductive setting)
         or "both" (results.json `tests` gains "<N>way_per_query" entries).
+      init_from: a run's workdir (or checkpoint directory) whose latest checkpoint's
+        network weights start this run (not its optimiser, step or learned rates): e.g.
+        Meta-SGD's rates learned on top of a MAML run. Used only when the workdir has no
+        checkpoint of its own (a resume continues this run); "" starts from scratch.
     """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig()
@@ -258,6 +262,7 @@ class FewShotConfig:
     meta_lr_decay_every: int = 0
     meta_lr_decay_rate: float = 0.5
     test_statistics: str = "transductive"
+    init_from: str = ""
 
     @property
     def test_modes(self):
@@ -305,6 +310,8 @@ class FewShotConfig:
                or self.outer.algorithm not in ("reptile", "aggregation"),
                f"--meta_lr_decay_every decays --meta_lr, which --algorithm="
                f"{self.outer.algorithm} does not use (it steps by --meta_step_size)")
+        _check(not self.init_from or os.path.isdir(self.init_from),
+               f"--init_from {self.init_from!r} is not a directory (give a run's workdir)")
         per_class = 20 if self.data.dataset == "omniglot" else None
         if per_class is not None:
             _check(self.task.k_shot + self.task.k_query <= per_class,

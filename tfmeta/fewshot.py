@@ -12,8 +12,11 @@ the original MAML code); `--test_statistics=per_query` (or `both`) also scores e
 image in a batch with the support images only (no query sees another; `per_query_groups`).
 """
 
+import os
+
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfmeta import config as cfg
 from tfmeta import distribute
@@ -175,6 +178,11 @@ def run(config, log=print):
         model, learner = build_learner(config)
     log(f"[model] {config.network}: {model.count_params():,} parameters, "
         f"algorithm={config.outer.algorithm}, replicas={distribute.num_replicas(strategy)}")
+    own = tf.train.latest_checkpoint(os.path.join(config.train.workdir, "checkpoints"))
+    if config.init_from and not own:   # a resume continues this run's own checkpoint
+        path = train_lib.init_weights(learner, config.init_from)
+        log(f"[model] network weights from {path} (optimiser, step and learned rates "
+            "start fresh)")
     learner = distribute.distribute_learner(learner, strategy)
 
     def evaluate(step, writer):

@@ -24,8 +24,11 @@ import tensorflow as tf
 from tfmeta import summaries
 from tfmeta.errors import DivergenceError
 
-__all__ = ["run", "make_checkpoint", "restore_latest", "write_json", "is_chief",
-           "format_metrics"]
+__all__ = ["run", "make_checkpoint", "restore_latest", "init_weights", "write_json",
+           "is_chief", "format_metrics"]
+
+# Learner trackables that are network weights (the rest: optimisers, learned update rules).
+_WEIGHT_TRACKABLES = ("meta_variables", "encoder")
 
 
 def is_chief(strategy=None):
@@ -64,6 +67,32 @@ def restore_latest(ckpt, directory):
     latest = tf.train.latest_checkpoint(directory)
     if latest:
         ckpt.restore(latest).assert_existing_objects_matched()
+    return latest
+
+
+def init_weights(learner, run_dir):
+    """Loads only the network weights of `learner` from the latest checkpoint of another
+    run (`run_dir`: its workdir or its checkpoints/ folder); optimiser slots, step,
+    sampler state and learned update rules (Meta-SGD rates) stay as built. Returns the
+    checkpoint path. Raises DataError when there is no checkpoint or its weights do not
+    fit this learner (another network or learner family), naming the path.
+    """
+    from tfmeta.errors import DataError
+
+    weights = {k: v for k, v in learner.trackables().items() if k in _WEIGHT_TRACKABLES}
+    candidates = [os.path.join(run_dir, "checkpoints"), run_dir]
+    latest = next(filter(None, map(tf.train.latest_checkpoint, candidates)), None)
+    if latest is None:
+        raise DataError(f"--init_from: no checkpoint in {run_dir!r} or its checkpoints/ "
+                        "folder")
+    try:
+        status = tf.train.Checkpoint(**weights).restore(latest)
+        status.assert_existing_objects_matched()
+        status.expect_partial()   # the other run's optimiser etc. are meant to stay unread
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        first = str(error).strip().splitlines()[0][:300]
+        raise DataError(f"--init_from: the weights in {latest!r} do not fit this network "
+                        f"and learner ({', '.join(sorted(weights))}): {first}") from None
     return latest
 
 
