@@ -1,6 +1,7 @@
 """Tests of tfmeta.eval: golden values for the metrics, protocol determinism and
 hygiene (no background characters, no evaluation training), baselines' behaviour."""
 
+import hashlib
 import json
 import os
 
@@ -312,6 +313,27 @@ def test_get_feature_extractor_caches_by_config(monkeypatch, tmp_path):
     assert np.allclose(first.features(images), second.features(images), atol=1e-5)
     features.get_feature_extractor(**{**settings, "seed": 1})
     assert len(calls) == 2  # another config is another cache entry
+    augmented = features.get_feature_extractor(**{**settings, "augment": True})
+    assert len(calls) == 3 and augmented.config.augment
+    assert augmented.config.key() != first.config.key()
+
+
+def test_extractor_key_and_training_augmentation():
+    """augment=False keeps the key extractors had before the field (their cache files);
+    augmented training sees every image moved by a small affine, its ink kept."""
+    import dataclasses
+    plain = features.FeatureExtractorConfig()
+    fields = {k: v for k, v in dataclasses.asdict(plain).items() if k != "augment"}
+    text = json.dumps(fields, sort_keys=True, default=list)
+    assert plain.key() == hashlib.sha1(text.encode()).hexdigest()[:12]
+    images = np.zeros((64, 16, 16, 1), np.float32)
+    images[:, 5:11, 7:9] = 1.0                                  # a vertical bar
+    moved = features._moved(images, np.random.default_rng(0))
+    assert moved.shape == images.shape
+    changed = np.abs(moved - images).reshape(64, -1).max(1)
+    assert np.mean(changed > 0.05) > 0.9                       # (almost) every image moved
+    ink = moved.reshape(64, -1).sum(1) / images.reshape(64, -1).sum(1)
+    assert np.all((ink > 0.8) & (ink < 1.2))                   # moved, not erased or smeared
 
 
 def test_nearest_support_distance_sees_through_small_moves():

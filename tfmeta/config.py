@@ -570,6 +570,11 @@ class EvalConfig:
       figure_characters: characters in samples.png.
       extractor_epochs: feature-extractor training epochs (cached by config).
       extractor_num_classes: background characters (feature-extractor classes).
+      extractor_augment: train the feature extractor on randomly moved copies
+        (tfmeta.eval.features.FeatureExtractorConfig.augment): class consistency and
+        Fréchet distance then judge the character, not its exact rendering (without it a
+        half-pixel move of a real drawing loses 56 points of consistency;
+        docs/GENERATION_ATTEMPTS.md section 8).
       threads: TF intra-op threads (0: all cores); applied by the trainer before TF starts.
       onednn: TF's oneDNN CPU kernels (TF's default on x86); applied by the trainer.
       sampling: sampling overrides for every checkpoint, "field=value,..." over
@@ -608,8 +613,9 @@ class EvalConfig:
     with_jitter: bool = True
     metrics_samples: int = 20
     figure_characters: int = 4
-    extractor_epochs: int = 6
+    extractor_epochs: int = 10
     extractor_num_classes: int = 964
+    extractor_augment: bool = True
     threads: int = 0
     onednn: bool = True
     sampling: str = ""

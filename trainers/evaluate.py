@@ -73,6 +73,9 @@ def define_flags(flag_values=flags.FLAGS):
          "feature-extractor training epochs (cached by config)")
     _INT("extractor_num_classes", d.extractor_num_classes,
          "background characters (feature-extractor classes)")
+    _BOOL("extractor_augment", d.extractor_augment, "train the feature extractor on "
+          "randomly moved copies, so that its metrics judge the character, not its exact "
+          "rendering (false: the unaugmented extractor of the earlier README tables)")
     _INT("threads", d.threads, "TF intra-op threads (0: all cores)")
     _BOOL("onednn", d.onednn, "TF's oneDNN CPU kernels (TF's default on x86)")
     _STR("sampling", d.sampling, "sampling overrides for every --checkpoint, "

@@ -41,6 +41,9 @@ __all__ = ["FeatureExtractorConfig", "FeatureExtractor", "InceptionFeatureExtrac
 
 # Splits made only of Omniglot background characters (see tfmeta.data).
 TRAIN_SPLITS = ("background", "train")
+# FeatureExtractorConfig.augment: (max rotation in degrees, max |scale - 1|, max shift in
+# px) — half of the harness's jitter baseline, a move no reader would call another letter.
+AUGMENT_RANGE = (5.0, 0.05, 1.0)
 _PREDICT_BATCH = 512
 
 
@@ -57,6 +60,12 @@ class FeatureExtractorConfig:
         kept out of training to measure held-out accuracy.
       seed: weight initialisation and batch order.
       dataset, split: where the training images came from (part of the key).
+      augment: train on randomly moved copies (every image, every epoch: rotation
+        within ±AUGMENT_RANGE[0] degrees, scale within 1 ± AUGMENT_RANGE[1], shift within
+        ±AUGMENT_RANGE[2] px, bilinear), so that the features describe the character
+        rather than its exact rendering: without it a half-pixel move of a real drawing
+        changes its nearest class (docs/GENERATION_ATTEMPTS.md section 8). Left out of
+        the key when False, so unaugmented extractors keep their cache files.
     """
     image_size: int = 28
     channels: int = 1
@@ -70,6 +79,7 @@ class FeatureExtractorConfig:
     seed: int = 0
     dataset: str = "omniglot"
     split: str = "background"
+    augment: bool = False
 
     def validate(self):
         """Raises ConfigError for an invalid extractor setting; returns self."""
@@ -88,7 +98,10 @@ class FeatureExtractorConfig:
 
     def key(self):
         """Short hash naming the cached weights file."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True, default=list)
+        fields = dataclasses.asdict(self)
+        if not fields["augment"]:
+            del fields["augment"]   # the key of extractors trained before the field existed
+        text = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -210,9 +223,23 @@ def _holdout_split(labels, holdout_per_class):
     return position >= np.repeat(counts - holdout_per_class, counts)
 
 
+def _moved(images, rng):
+    """float [N, H, W, C] in [0, 1], each moved by a random small affine (AUGMENT_RANGE)."""
+    import keras
+    from tfmeta.eval.baselines import _affine_transforms
+
+    rotation, scale, shift = AUGMENT_RANGE
+    transforms = _affine_transforms(rng, images.shape[0], images.shape[1], images.shape[2],
+                                    shift, rotation, (1.0 - scale, 1.0 + scale))
+    return keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
+        images, transforms, interpolation="bilinear", fill_mode="constant", fill_value=0.0,
+        data_format="channels_last"))
+
+
 def train_feature_extractor(class_images, epochs, seed, *, split, batch_size=128,
                             learning_rate=1e-3, holdout_per_class=2, dataset="omniglot",
-                            widths=(64, 64, 128, 128), feature_dim=256, log_fn=None):
+                            widths=(64, 64, 128, 128), feature_dim=256, augment=False,
+                            log_fn=None):
     """Trains the domain classifier on background characters; returns a FeatureExtractor.
 
     Args:
@@ -221,6 +248,7 @@ def train_feature_extractor(class_images, epochs, seed, *, split, batch_size=128
       split: the split `class_images` was loaded from; must be in TRAIN_SPLITS
         (ConfigError otherwise: evaluation characters must stay unseen).
       holdout_per_class: last images per class held out; `metrics["holdout_accuracy"]`.
+      augment: train on randomly moved copies (FeatureExtractorConfig.augment).
       log_fn: optional callable(str) for per-epoch progress.
     """
     import tensorflow as tf
@@ -234,7 +262,7 @@ def train_feature_extractor(class_images, epochs, seed, *, split, batch_size=128
         num_classes=int(class_images.num_classes), widths=tuple(widths),
         feature_dim=feature_dim, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, holdout_per_class=holdout_per_class, seed=seed,
-        dataset=dataset, split=split).validate()
+        dataset=dataset, split=split, augment=bool(augment)).validate()
     labels = np.asarray(class_images.labels, np.int32)
     held_out = _holdout_split(labels, holdout_per_class)
     if np.all(held_out):
@@ -265,7 +293,8 @@ def train_feature_extractor(class_images, epochs, seed, *, split, batch_size=128
         losses = []
         for begin in range(0, order.shape[0], batch_size):
             batch = order[begin:begin + batch_size]
-            losses.append(train_step(tf.constant(x_train[batch]), tf.constant(y_train[batch])))
+            x = _moved(x_train[batch], rng) if augment else x_train[batch]
+            losses.append(train_step(tf.constant(x), tf.constant(y_train[batch])))
         loss = float(np.mean([float(v) for v in losses]))
         if not np.isfinite(loss):
             from tfmeta.errors import DivergenceError

@@ -133,7 +133,8 @@ def run_evaluation(config, log=print):
     eval_images, seen_names = _unseen_characters(config, methods)
     extractor = eval_lib.get_feature_extractor(
         config.image_size, config.extractor_epochs, data_dir=config.data_dir,
-        cache_dir=config.cache_dir, log_fn=log, num_classes=config.extractor_num_classes)
+        cache_dir=config.cache_dir, log_fn=log, num_classes=config.extractor_num_classes,
+        augment=config.extractor_augment)
     log(f"[eval] methods: {', '.join(methods)}")
     results = eval_lib.augmentation_accuracy(
         eval_images, methods, split=config.split, num_characters=config.num_characters,
