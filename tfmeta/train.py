@@ -80,6 +80,9 @@ def init_weights(learner, run_dir):
     from tfmeta.errors import DataError
 
     weights = {k: v for k, v in learner.trackables().items() if k in _WEIGHT_TRACKABLES}
+    if not weights:
+        raise DataError(f"--init_from: {type(learner).__name__} has no network weights to "
+                        f"load (trackables {sorted(learner.trackables())})")
     candidates = [os.path.join(run_dir, "checkpoints"), run_dir]
     latest = next(filter(None, map(tf.train.latest_checkpoint, candidates)), None)
     if latest is None:
