@@ -22,7 +22,7 @@ import time
 import tensorflow as tf
 
 from tfmeta import summaries
-from tfmeta.errors import DivergenceError
+from tfmeta.errors import DataError, DivergenceError
 
 __all__ = ["run", "make_checkpoint", "restore_latest", "init_weights", "write_json",
            "is_chief", "format_metrics"]
@@ -77,8 +77,6 @@ def init_weights(learner, run_dir):
     checkpoint path. Raises DataError when there is no checkpoint or its weights do not
     fit this learner (another network or learner family), naming the path.
     """
-    from tfmeta.errors import DataError
-
     weights = {k: v for k, v in learner.trackables().items() if k in _WEIGHT_TRACKABLES}
     if not weights:
         raise DataError(f"--init_from: {type(learner).__name__} has no network weights to "

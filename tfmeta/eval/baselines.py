@@ -46,7 +46,7 @@ def no_augmentation(support_images, num, seed):
     return np.zeros((0,) + support_images.shape[1:], np.uint8)
 
 
-def _affine_transforms(rng, num, height, width, max_shift, max_rotation_deg, scale_range):
+def affine_transforms(rng, num, height, width, max_shift, max_rotation_deg, scale_range):
     """`[num, 8]` projective transforms mapping *output* pixels to *input* pixels
     (the convention of keras.ops.image.affine_transform) for a rotation by theta and a
     scale s about the image centre followed by a shift t."""
@@ -109,7 +109,7 @@ def traditional_augmentation(support_images, num, seed, *, max_shift=2.0,
         return np.zeros((0,) + support_images.shape[1:], np.uint8)
     rng = np.random.default_rng(seed)
     sources = support_images[rng.integers(0, support_images.shape[0], num)]
-    transforms = _affine_transforms(rng, num, height, width, max_shift,
+    transforms = affine_transforms(rng, num, height, width, max_shift,
                                     max_rotation_deg, scale_range)
     images = keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
         sources.astype(np.float32), transforms, interpolation="bilinear",

@@ -226,10 +226,10 @@ def _holdout_split(labels, holdout_per_class):
 def _moved(images, rng):
     """float [N, H, W, C] in [0, 1], each moved by a random small affine (AUGMENT_RANGE)."""
     import keras
-    from tfmeta.eval.baselines import _affine_transforms
+    from tfmeta.eval.baselines import affine_transforms
 
     rotation, scale, shift = AUGMENT_RANGE
-    transforms = _affine_transforms(rng, images.shape[0], images.shape[1], images.shape[2],
+    transforms = affine_transforms(rng, images.shape[0], images.shape[1], images.shape[2],
                                     shift, rotation, (1.0 - scale, 1.0 + scale))
     return keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
         images, transforms, interpolation="bilinear", fill_mode="constant", fill_value=0.0,
