@@ -208,6 +208,39 @@ def test_augmentation_protocol_deterministic_and_json():
     assert "| frechet |" in table and " 1.5 |" in table
 
 
+def test_held_real_reference_is_paired_and_disjoint():
+    data = synthetic_class_images(num_classes=8)
+    per_class = [data.images_of(c) for c in range(3)]
+    plain = augmentation._cell_split(per_class, 1, 5)
+    held = augmentation._cell_split(per_class, 1, 5, held=4)
+    for a, b in zip(plain[0], held[0]):          # the same supports with or without
+        np.testing.assert_array_equal(a, b)
+    for c, images in enumerate(per_class):
+        keys = lambda x: {im.tobytes() for im in x}   # noqa: E731
+        support, out = keys(held[0][c]), keys(held[5][c])
+        test = keys(held[3][held[4] == c])
+        assert len(out) == 4 and len(test) == 11 and len(support) == 5
+        assert not (support & out) and not (support & test) and not (out & test)
+        assert support | out | test == keys(images)
+    # REAL_HELD_OUT adds exactly the held-out drawings, cycled to num_generated.
+    added = augmentation._generated(augmentation.REAL_HELD_OUT, None, held, 1, 5, 6,
+                                    (28, 28, 1))
+    np.testing.assert_array_equal(added[2], held[5][2][[0, 1, 2, 3, 0, 1]])
+    result = _small_protocol(data, n_real=(5,), held_real=4)
+    assert list(result["methods"])[0] == augmentation.REAL_HELD_OUT
+    assert result["protocol"]["held_real"] == 4
+    for by_n in result["methods"].values():
+        assert by_n["5"]["num_test_images"] == 6 * 11
+    assert result["methods"][augmentation.REAL_HELD_OUT]["5"]["generated_per_character"] == 4
+    assert "4 more real drawings per character held out" in augmentation.to_markdown(result)
+    with pytest.raises(ConfigError, match="held_real"):
+        _small_protocol(data, held_real=-1)
+    with pytest.raises(ConfigError, match="held_real"):
+        augmentation.augmentation_accuracy(
+            data, {augmentation.REAL_HELD_OUT: baselines.no_augmentation},
+            split="evaluation", num_characters=3, n_real=(5,), seeds=(0,), train_steps=1)
+
+
 def test_confidence_interval_t_value():
     mean, half = augmentation.confidence_interval([1.0, 2.0, 3.0])
     # sd 1, n 3: t_{0.975, 2} = 4.302653 → 4.302653 / sqrt(3).

@@ -382,3 +382,13 @@ def test_walkthrough_bad_inputs_are_one_line_errors(checkpoint, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "error: --images: cannot read support image" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"held_real": -1}, "--held_real must be >= 0"),
+    ({"held_real": 5}, r"--n_real up to 15 plus --held_real=5 leave no test drawing"),
+])
+def test_eval_config_refuses_held_real_without_test_drawings(changes, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        cfg.EvalConfig(out=str(tmp_path), **changes).validate()
+    assert cfg.EvalConfig(out=str(tmp_path), n_real=(5,), held_real=5).validate()

@@ -44,8 +44,10 @@ def _config(tmp_path, split_dir, data_dir, *extra):
 def test_split_lists_end_to_end_tested_at_every_way(pooled_omniglot_dir, tmp_path):
     from tfmeta import fewshot
     split_dir = write_split_lists(tmp_path / "lists", trainval=TRAIN, val=VAL, test=TEST)
-    config = _config(tmp_path, split_dir, pooled_omniglot_dir, "--test_n_ways=5,3")
+    config = _config(tmp_path, split_dir, pooled_omniglot_dir, "--test_n_ways=5,3",
+                     "--protonet_refine_steps=2")
     assert config.test_ways == (2, 3, 5)
+    assert config.test_modes == ("transductive", "refined")
     lines = []
     result = fewshot.run(config, log=lines.append)
     listed = os.path.join(split_dir, "{}.txt")
@@ -54,9 +56,11 @@ def test_split_lists_end_to_end_tested_at_every_way(pooled_omniglot_dir, tmp_pat
         f"[data] val: val, 2 classes ({listed.format('val')})",
         f"[data] test: test, 8 classes ({listed.format('test')})"]
     tests = [ln for ln in lines if ln.startswith("[test]")]
-    assert [ln.split(":")[1].split()[0] for ln in tests] == ["2-way", "3-way", "5-way"]
+    assert [ln.split(":")[1].split()[0] for ln in tests] == ["2-way", "3-way", "5-way"] * 2
+    assert all("refined with the queries, 2 soft k-means steps" in ln for ln in tests[3:])
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert sorted(saved["tests"]) == ["2way", "3way", "5way"]
+    assert sorted(saved["tests"]) == ["2way", "2way_refined", "3way", "3way_refined",
+                                      "5way", "5way_refined"]
     assert saved["test"] == saved["tests"]["2way"] == result["test"]
     for test in saved["tests"].values():
         assert 0 <= test["accuracy"] <= 1 and test["ci95"] >= 0 and test["num_tasks"] == 3
@@ -111,6 +115,9 @@ def test_trainer_prints_one_line_naming_file_and_line(pooled_omniglot_dir, tmp_p
      "--meta_lr_decay_every decays --meta_lr, which --algorithm=reptile does not use"),
     (["--meta_lr_decay_rate=0"], r"--meta_lr_decay_rate must be in \(0, 1\]"),
     (["--rotations=true"], "--rotations with --split_dir"),
+    (["--protonet_refine_steps=-1"], "--protonet_refine_steps must be >= 0"),
+    (["--algorithm=maml", "--train_n_way=0", "--protonet_refine_steps=1"],
+     "--protonet_refine_steps refines prototypes, which only --algorithm=protonet"),
 ])
 def test_config_errors_name_the_flag(extra, match, tmp_path):
     with pytest.raises(ConfigError, match=match):

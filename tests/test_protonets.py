@@ -11,7 +11,8 @@ import tensorflow as tf  # noqa: E402
 
 from tfmeta.errors import ConfigError  # noqa: E402
 from tfmeta.meta import ProtoNet  # noqa: E402
-from tfmeta.meta.protonets import prototype_logits, prototypes  # noqa: E402
+from tfmeta.meta.protonets import (prototype_logits, prototypes,  # noqa: E402
+                                   refined_prototypes)
 from tfmeta.models.classifiers import (classification_loss, conv4,  # noqa: E402
                                        conv4_encoder)
 
@@ -24,6 +25,51 @@ def test_prototypes_and_logits_golden():
     query = tf.constant([[[1.0, 2.0]]])
     # squared distances to (1,0), (0,4), (1,1): 4, 5, 1
     np.testing.assert_allclose(prototype_logits(query, protos), [[[-4.0, -5.0, -1.0]]])
+
+
+def _numpy_soft_kmeans(s, sl, q, n_way, steps):
+    """Ren et al. (2018) eq. 3-4 written out per task, class and query."""
+    out = []
+    for t in range(s.shape[0]):
+        protos = np.stack([s[t][sl[t] == c].mean(0) for c in range(n_way)])
+        for _ in range(steps):
+            d = ((q[t][:, None, :] - protos[None]) ** 2).sum(-1)
+            w = np.exp(-d - (-d).max(1, keepdims=True))
+            w /= w.sum(1, keepdims=True)
+            protos = np.stack([(s[t][sl[t] == c].sum(0) + (w[:, c:c + 1] * q[t]).sum(0))
+                               / ((sl[t] == c).sum() + w[:, c].sum()) for c in range(n_way)])
+        out.append(protos)
+    return np.stack(out)
+
+
+def test_refined_prototypes_equal_soft_kmeans_reference():
+    rng = np.random.default_rng(3)
+    support, query = _episodes(rng, 2, 1), _episodes(rng, 2, 6)
+    s, sl, q = support[0].numpy(), support[1].numpy(), query[0].numpy()
+    np.testing.assert_allclose(refined_prototypes(*support, query[0], 3, 0),
+                               prototypes(*support, 3), rtol=1e-6)
+    for steps in (1, 3):
+        got = refined_prototypes(*support, query[0], 3, steps).numpy()
+        np.testing.assert_allclose(got, _numpy_soft_kmeans(s, sl, q, 3, steps), rtol=1e-4,
+                                   atol=1e-5)
+        assert np.abs(got - prototypes(*support, 3).numpy()).max() > 0.1
+
+
+def test_refinement_uses_the_queries_and_is_transductive():
+    # Class 0's support sits at 0, class 1's at 0.9; class 0's queries cluster at 0.6
+    # (nearer class 1's support: plain prototypes get them wrong), class 1's at 3.
+    # Soft k-means pulls each prototype into its query cluster (hand-computed: after 3
+    # steps c0 ~ 0.45, c1 ~ 2.4), so every query is then right.
+    encoder = keras.Sequential([keras.Input((2,)), keras.layers.Identity()])
+    net = ProtoNet(encoder, 2, keras.optimizers.SGD(0.1))
+    support = (tf.constant([[[0.0, 0.0], [0.9, 0.0]]]), tf.constant([[0, 1]]))
+    query = (tf.constant([[[0.6, 0.0], [0.6, 0.1], [0.55, 0.0], [3.0, 0.1], [3.1, 0.0],
+                           [2.9, -0.1]]]), tf.constant([[0, 0, 0, 1, 1, 1]]))
+    assert float(net.adapt_and_evaluate(support, query)["query_accuracy"]) == 0.5
+    assert float(net.adapt_and_evaluate(support, query, num_steps=0)["query_accuracy"]) == 0.5
+    assert float(net.adapt_and_evaluate(support, query, num_steps=3)["query_accuracy"]) == 1.0
+    with pytest.raises(ConfigError, match="refinement"):
+        net.adapt_and_evaluate(support, query, num_steps=-1)
 
 
 def _episodes(rng, tasks, per_class, n_way=3, dim=4):

@@ -250,6 +250,10 @@ class FewShotConfig:
         network weights start this run (not its optimiser, step or learned rates): e.g.
         Meta-SGD's rates learned on top of a MAML run. Used only when the workdir has no
         checkpoint of its own (a resume continues this run); "" starts from scratch.
+      protonet_refine_steps: ProtoNets only: > 0 adds a meta-test whose prototypes are
+        refined with the task's unlabelled query images by this many soft k-means steps
+        (Ren et al. 2018; transductive: a query's class depends on the other queries);
+        results.json `tests` gains "<N>way_refined" entries. 0: no such test.
     """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig()
@@ -263,12 +267,15 @@ class FewShotConfig:
     meta_lr_decay_rate: float = 0.5
     test_statistics: str = "transductive"
     init_from: str = ""
+    protonet_refine_steps: int = 0
 
     @property
     def test_modes(self):
-        """The meta-test modes to run: ("transductive",), ("per_query",) or both."""
-        return {"both": ("transductive", "per_query")}.get(self.test_statistics,
-                                                           (self.test_statistics,))
+        """The meta-test modes to run: ("transductive",), ("per_query",) or both, then
+        "refined" when protonet_refine_steps > 0."""
+        modes = {"both": ("transductive", "per_query")}.get(self.test_statistics,
+                                                            (self.test_statistics,))
+        return modes + (("refined",) if self.protonet_refine_steps else ())
 
     @property
     def test_ways(self):
@@ -303,6 +310,11 @@ class FewShotConfig:
         _check(self.test_statistics == "transductive" or self.outer.algorithm != "protonet",
                "--test_statistics=per_query/both is for the gradient-based learners; "
                "ProtoNets embed support and query images with the same encoder call")
+        _check(self.protonet_refine_steps >= 0,
+               f"--protonet_refine_steps must be >= 0, got {self.protonet_refine_steps}")
+        _check(not self.protonet_refine_steps or self.outer.algorithm == "protonet",
+               "--protonet_refine_steps refines prototypes, which only --algorithm=protonet "
+               "has")
         _check(self.meta_lr_decay_every >= 0,
                "--meta_lr_decay_every must be >= 0 (0: constant --meta_lr)")
         _check(0 < self.meta_lr_decay_rate <= 1, "--meta_lr_decay_rate must be in (0, 1]")
@@ -543,6 +555,10 @@ class EvalConfig:
       num_characters: evaluation characters of the augmentation protocol.
       n_real: real (support) images per character, one protocol column each.
       num_generated: generated images added per character.
+      held_real: real drawings per character held out of the test set and added by a
+        "real_held_out" reference method (cycled to num_generated): generated images
+        read against more real drawings on the same test images
+        (tfmeta.eval.augmentation, point 6); 0: no reference, the usual test set.
       seeds: repeat seeds (splits, classifier init, generation).
       selection_seed: seed choosing the evaluation characters.
       train_steps: Adam steps of the protocol classifier.
@@ -595,6 +611,7 @@ class EvalConfig:
     num_characters: int = 200
     n_real: tuple = (5, 10, 15)
     num_generated: int = 10
+    held_real: int = 0
     seeds: tuple = (0, 1, 2)
     selection_seed: int = 0
     train_steps: int = 500
@@ -627,6 +644,10 @@ class EvalConfig:
         _check(bool(self.out), "--out is required (the results folder)")
         _check(self.split in ("evaluation", "validation"),
                f"--split must be evaluation or validation; got {self.split!r}")
+        _check(self.held_real >= 0, f"--held_real must be >= 0, got {self.held_real}")
+        _check(max(self.n_real) + self.held_real < 20,
+               f"--n_real up to {max(self.n_real)} plus --held_real={self.held_real} leave "
+               "no test drawing of Omniglot's 20 per character")
         shots = self.metrics_k_shot
         _check(bool(shots) and min(shots) >= 1,
                "--metrics_k_shot needs one or more support sizes >= 1")

@@ -10,6 +10,8 @@ every way of `test_n_ways` (ProtoNets). Normalisation: MetaNorm batch statistics
 current call (transductive: the query set is normalised with its own statistics, as in
 the original MAML code); `--test_statistics=per_query` (or `both`) also scores each query
 image in a batch with the support images only (no query sees another; `per_query_groups`).
+ProtoNets: `--protonet_refine_steps=N` adds a test whose prototypes are refined with the
+task's query images (soft k-means, `tfmeta.meta.protonets.refined_prototypes`).
 """
 
 import os
@@ -101,13 +103,20 @@ def per_query_groups(support, query):
 
 
 def meta_test(config, learner, class_images, num_tasks, seed, batch=50, n_way=None,
-              per_query=False):
+              mode="transductive"):
     """Mean accuracy and 95% CI half-width over `num_tasks` `n_way`-way tasks of
-    `class_images` (n_way None: config.task.n_way). per_query: score each query image
-    in a batch with the support images only (no transduction; see `per_query_groups`);
-    the tasks are the same as without it (same sampler seed)."""
+    `class_images` (n_way None: config.task.n_way). mode (one of config.test_modes):
+    "transductive"; "per_query": score each query image in a batch with the support
+    images only (no transduction; see `per_query_groups`); "refined": ProtoNet
+    prototypes refined with the query images (config.protonet_refine_steps). The tasks
+    are the same in every mode (same sampler seed)."""
     t = config.task
     n_way = n_way or t.n_way
+    per_query = mode == "per_query"
+    if config.outer.algorithm == "protonet":   # its "steps" refine the prototypes
+        num_steps = config.protonet_refine_steps if mode == "refined" else 0
+    else:
+        num_steps = config.inner.eval_num_steps
     sampler = TaskSampler(class_images, n_way, t.k_shot, t.k_query, seed=seed)
     accuracies = []
     while len(accuracies) < num_tasks:
@@ -117,8 +126,7 @@ def meta_test(config, learner, class_images, num_tasks, seed, batch=50, n_way=No
             support, query = split_classification_task(task)
             if per_query:
                 query = per_query_groups(support, query)
-            m = learner.adapt_and_evaluate(support, query, i,
-                                           num_steps=config.inner.eval_num_steps)
+            m = learner.adapt_and_evaluate(support, query, i, num_steps=num_steps)
             accuracies.append(float(m["query_accuracy"]))
     mean, half = confidence_interval(accuracies)
     return {"accuracy": mean, "ci95": half or 0.0, "num_tasks": len(accuracies)}
@@ -198,11 +206,12 @@ def run(config, log=print):
         suffix = "" if mode == "transductive" else f"_{mode}"
         for n_way in config.test_ways:
             test = meta_test(config, learner, images["test"], config.train.eval_tasks,
-                             seed=config.train.seed + 2, n_way=n_way,
-                             per_query=mode == "per_query")
+                             seed=config.train.seed + 2, n_way=n_way, mode=mode)
+            how = (f"prototypes refined with the queries, {config.protonet_refine_steps} "
+                   "soft k-means steps" if mode == "refined" else f"{mode} statistics")
             log(f"[test] {d.eval_split}: {n_way}-way {t.k_shot}-shot accuracy "
                 f"{100 * test['accuracy']:.2f}% ± {100 * test['ci95']:.2f}% over "
-                f"{test['num_tasks']} tasks ({mode} statistics)")
+                f"{test['num_tasks']} tasks ({how})")
             tests[f"{n_way}way{suffix}"] = test
     first = "" if config.test_modes[0] == "transductive" else f"_{config.test_modes[0]}"
     result["test"] = tests[f"{t.n_way}way{first}"]

@@ -42,6 +42,9 @@ def define_flags(flag_values=flags.FLAGS):
          "evaluation characters of the augmentation protocol")
     _LIST("n_real", d.n_real, "real (support) images per character")
     _INT("num_generated", d.num_generated, "generated images added per character")
+    _INT("held_real", d.held_real, "real drawings per character held out of the test "
+         "set and added by a 'real_held_out' reference method, so that generated images "
+         "are read against more real drawings on the same test images (0: none)")
     _LIST("seeds", d.seeds, "repeat seeds (splits, classifier init, generation)")
     _INT("selection_seed", d.selection_seed, "seed choosing the evaluation characters")
     _INT("train_steps", d.train_steps, "Adam steps of the protocol classifier")

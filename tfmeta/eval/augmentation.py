@@ -26,6 +26,14 @@ arXiv:1711.04340, in the fixed-character form used here):
 5. The score is top-1 accuracy on the C * (20 - n_real) test images. Per method and
    n_real we report the per-seed accuracies, their mean and a 95% confidence interval
    of the mean from the t-distribution with (#seeds - 1) degrees of freedom.
+6. Optional real reference (`held_real` = h > 0): after the n_real support drawings,
+   the next h drawings of each character's permutation are held out of the test set,
+   and a method "real_held_out" adds them, cycled to `num_generated` images, like a
+   generator's images. Every method is then tested on the other 20 - n_real - h
+   drawings, so "how useful are G generated images" is read against "how useful are h
+   more real drawings by other people" on the same test images (a paired comparison;
+   the n_real curve of `tfmeta.eval.generators.real_drawing_equivalents` compares
+   different test sets). h = 0 is the protocol above, unchanged.
 
 Everything is batched; one compiled train step serves all runs (fixed shapes).
 """
@@ -39,11 +47,13 @@ from tfmeta.data.preprocess import scale_images
 from tfmeta.errors import ConfigError, DataError
 
 __all__ = ["augmentation_accuracy", "select_characters", "to_markdown",
-           "confidence_interval", "EVAL_SPLITS"]
+           "confidence_interval", "EVAL_SPLITS", "REAL_HELD_OUT"]
 
 # Splits whose characters no generator meta-trained on: "evaluation" for reported numbers,
 # "validation" (held-out background characters) for model selection (trainers.search).
 EVAL_SPLITS = ("evaluation", "validation")
+# The method name of the real reference of `held_real` (module docstring, point 6).
+REAL_HELD_OUT = "real_held_out"
 _CONV_WIDTHS = (32, 64, 64)
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPSILON = 1e-7
@@ -171,19 +181,33 @@ def _check_generated(images, name, num, image_shape):
     return images
 
 
-def _cell_split(per_class, seed, n):
+def _cell_split(per_class, seed, n, held=0):
     """The (seed, n_real) split shared by every method: per-character support uint8
     [n, H, W, C] list, x_real [C*n, H, W, C] / y_real int32 [C*n], x_test / y_test (the
-    other drawings)."""
+    drawings after the support and the `held` held-out ones), and the per-character held-
+    out drawings [held, H, W, C] list. held = 0 leaves the support and test sets as
+    without it."""
     rng = np.random.default_rng([seed, n])
     splits = [rng.permutation(images.shape[0]) for images in per_class]
     support = [images[p[:n]] for images, p in zip(per_class, splits)]
+    held_out = [images[p[n:n + held]] for images, p in zip(per_class, splits)]
     x_real = np.concatenate(support)
     y_real = np.repeat(np.arange(len(per_class), dtype=np.int32), n)
-    x_test = np.concatenate([im[p[n:]] for im, p in zip(per_class, splits)])
-    y_test = np.concatenate([np.full(im.shape[0] - n, i, np.int32)
+    x_test = np.concatenate([im[p[n + held:]] for im, p in zip(per_class, splits)])
+    y_test = np.concatenate([np.full(im.shape[0] - n - held, i, np.int32)
                              for i, im in enumerate(per_class)])
-    return support, x_real, y_real, x_test, y_test
+    return support, x_real, y_real, x_test, y_test, held_out
+
+
+def _generated(name, generate_fn, cell, seed, n, num_generated, image_shape):
+    """Per-character added images of one method on one split: the generator's, or for
+    REAL_HELD_OUT the held-out real drawings cycled to num_generated."""
+    support, held_out = cell[0], cell[5]
+    if name == REAL_HELD_OUT:
+        return [h[np.arange(num_generated) % h.shape[0]] for h in held_out]
+    return [_check_generated(generate_fn(s, num_generated, _derived_seed(seed, n, i)),
+                             name, num_generated, image_shape)
+            for i, s in enumerate(support)]
 
 
 def _method_cell(classifier, name, generate_fn, cell, seed, n, *, num_generated,
@@ -191,10 +215,8 @@ def _method_cell(classifier, name, generate_fn, cell, seed, n, *, num_generated,
     """One method on one (seed, n_real) split: (test accuracy, generated images per
     character). Generates for every character, trains the classifier from its seeded
     init on real + generated images, scores it on the test images."""
-    support, x_real, y_real, x_test, y_test = cell
-    generated = [_check_generated(
-        generate_fn(s, num_generated, _derived_seed(seed, n, i)), name,
-        num_generated, image_shape) for i, s in enumerate(support)]
+    support, x_real, y_real, x_test, y_test, _ = cell
+    generated = _generated(name, generate_fn, cell, seed, n, num_generated, image_shape)
     x_train = np.concatenate([x_real] + generated)
     y_train = np.concatenate([y_real] + [np.full(g.shape[0], i, np.int32)
                                          for i, g in enumerate(generated)])
@@ -230,7 +252,8 @@ def _selected_characters(class_images, num_characters, selection_seed, min_image
     return characters, names
 
 
-def _checked_settings(split, generators, n_real, seeds, num_generated, train_steps):
+def _checked_settings(split, generators, n_real, seeds, num_generated, train_steps,
+                      held_real=0):
     """(n_real, seeds) as int tuples; ConfigError for settings the protocol refuses."""
     if split not in EVAL_SPLITS:
         raise ConfigError(f"the augmentation protocol evaluates unseen characters: split "
@@ -242,13 +265,18 @@ def _checked_settings(split, generators, n_real, seeds, num_generated, train_ste
     if min(n_real) < 1 or not seeds or num_generated < 0 or train_steps < 1:
         raise ConfigError("need n_real >= 1, at least one seed, num_generated >= 0, "
                           "train_steps >= 1")
+    if held_real < 0 or REAL_HELD_OUT in generators:
+        raise ConfigError(f"held_real must be >= 0 and {REAL_HELD_OUT!r} is the name of "
+                          f"its reference method; got held_real={held_real}, methods "
+                          f"{sorted(generators)}")
     return n_real, seeds
 
 
 def augmentation_accuracy(class_images, generators, *, split, num_characters=200,
                           n_real=(5, 10, 15), num_generated=10, seeds=(0, 1, 2),
                           selection_seed=0, train_steps=500, batch_size=64,
-                          learning_rate=1e-3, background_class_names=None, log_fn=None):
+                          learning_rate=1e-3, background_class_names=None, log_fn=None,
+                          held_real=0):
     """Runs the protocol of the module docstring for every method in `generators`.
 
     Args:
@@ -257,6 +285,8 @@ def augmentation_accuracy(class_images, generators, *, split, num_characters=200
       split: the split `class_images` came from; must be in EVAL_SPLITS.
       background_class_names: if given, any overlap with the selected characters is an
         error (the protocol must only see classes the generators never trained on).
+      held_real: real drawings per character held out of the test set for the
+        REAL_HELD_OUT reference method (module docstring, point 6); 0: none.
       Other args: see the module docstring.
 
     Returns:
@@ -266,10 +296,13 @@ def augmentation_accuracy(class_images, generators, *, split, num_characters=200
       "runtime_s": {name: seconds}}. Only "runtime_s" varies between identical calls.
     """
     n_real, seeds = _checked_settings(split, generators, n_real, seeds, num_generated,
-                                      train_steps)
+                                      train_steps, held_real)
+    if held_real:
+        generators = {REAL_HELD_OUT: None, **generators}
     image_shape = tuple(int(d) for d in class_images.images.shape[1:])
     characters, names = _selected_characters(class_images, num_characters, selection_seed,
-                                             max(n_real) + 1, background_class_names)
+                                             max(n_real) + held_real + 1,
+                                             background_class_names)
     per_class = [class_images.images_of(c) for c in characters]
     classifier = _Classifier(image_shape, len(characters), learning_rate)
     methods = {name: {} for name in generators}
@@ -278,7 +311,7 @@ def augmentation_accuracy(class_images, generators, *, split, num_characters=200
         per_seed = {name: [] for name in generators}
         counts = {name: [] for name in generators}
         for seed in seeds:
-            cell = _cell_split(per_class, seed, n)
+            cell = _cell_split(per_class, seed, n, held_real)
             for name, generate_fn in generators.items():
                 start = time.perf_counter()
                 accuracy, count = _method_cell(
@@ -295,7 +328,8 @@ def augmentation_accuracy(class_images, generators, *, split, num_characters=200
         for name in generators:
             methods[name][str(n)] = _summary(per_seed[name], counts[name], num_test_images)
     protocol = {"split": split, "num_characters": len(characters), "n_real": list(n_real),
-                "num_generated": int(num_generated), "seeds": list(seeds),
+                "num_generated": int(num_generated), "held_real": int(held_real),
+                "seeds": list(seeds),
                 "selection_seed": int(selection_seed), "train_steps": int(train_steps),
                 "batch_size": int(batch_size), "learning_rate": float(learning_rate),
                 "classifier": f"conv3x3 {list(_CONV_WIDTHS)} + ReLU + maxpool, linear; Adam",
@@ -326,9 +360,12 @@ def to_markdown(results, sample_metrics=None):
         row = (sample_metrics or {}).get(name) or {}
         cells += ["" if row.get(c) is None else f"{row[c]:.3g}" for c in extra]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    held = protocol.get("held_real", 0)
     lines.append(
         f"\nAccuracy (%) of a {protocol['num_characters']}-way CNN on held-out real "
         f"drawings; {protocol['num_generated']} generated images per character added; "
+        + (f"{held} more real drawings per character held out of the test set and added "
+           f"by {REAL_HELD_OUT} (cycled to {protocol['num_generated']}); " if held else "") +
         f"mean ± 95% t-interval over seeds {protocol['seeds']}; {protocol['train_steps']} "
         f"Adam steps of batch {protocol['batch_size']} (tfmeta.eval.augmentation).")
     return "\n".join(lines)

@@ -141,7 +141,7 @@ def run_evaluation(config, log=print):
         n_real=list(config.n_real), num_generated=config.num_generated,
         seeds=list(config.seeds), selection_seed=config.selection_seed,
         train_steps=config.train_steps, background_class_names=seen_names,
-        log_fn=log)
+        log_fn=log, held_real=config.held_real)
     log("[eval] sample metrics and figure")
     samples_by_k = _sample_metrics_by_k(config, eval_images, methods, extractor, log)
     k_shot = config.metrics_k_shot[0]

@@ -15,7 +15,14 @@ import tensorflow as tf
 
 from tfmeta.errors import ConfigError
 
-__all__ = ["ProtoNet", "prototypes", "prototype_logits"]
+__all__ = ["ProtoNet", "prototypes", "prototype_logits", "refined_prototypes"]
+
+
+def _class_sums(embeddings, labels, n_way):
+    """(sum of embeddings `[B, n_way, D]`, count `[B, n_way, 1]`) per class."""
+    one_hot = tf.one_hot(tf.cast(labels, tf.int32), n_way, dtype=embeddings.dtype)
+    return (tf.einsum("bmn,bmd->bnd", one_hot, embeddings),
+            tf.reduce_sum(one_hot, axis=1)[..., None])
 
 
 def prototypes(embeddings, labels, n_way):
@@ -24,10 +31,28 @@ def prototypes(embeddings, labels, n_way):
     embeddings: `[B, M, D]` float; labels: int `[B, M]` in 0..n_way-1.
     Returns `[B, n_way, D]` (a class with no support example gets a zero prototype).
     """
-    one_hot = tf.one_hot(tf.cast(labels, tf.int32), n_way, dtype=embeddings.dtype)
-    sums = tf.einsum("bmn,bmd->bnd", one_hot, embeddings)
-    counts = tf.reduce_sum(one_hot, axis=1)[..., None]
+    sums, counts = _class_sums(embeddings, labels, n_way)
     return sums / tf.maximum(counts, 1)
+
+
+def refined_prototypes(support_embeddings, support_labels, query_embeddings, n_way, steps):
+    """Prototypes refined with the unlabelled query embeddings by `steps` soft k-means
+    steps (Ren et al. 2018, "Meta-Learning for Semi-Supervised Few-Shot Classification",
+    arXiv:1803.00676, eq. 3-4): every query joins every class with the weight of its
+    softmax over negative squared distances to the current prototypes; the support
+    embeddings keep their labels (weight 1). Transductive: a query's class depends on the
+    other queries of its task. steps = 0 gives `prototypes`.
+
+    support `[B, M, D]` with labels `[B, M]`, query `[B, Q, D]` -> `[B, n_way, D]`.
+    """
+    sums, counts = _class_sums(support_embeddings, support_labels, n_way)
+    protos = sums / tf.maximum(counts, 1)
+    for _ in range(int(steps)):
+        weights = tf.nn.softmax(prototype_logits(query_embeddings, protos), axis=-1)
+        protos = tf.math.divide_no_nan(
+            sums + tf.einsum("bqn,bqd->bnd", weights, query_embeddings),
+            counts + tf.reduce_sum(weights, axis=1)[..., None])
+    return protos
 
 
 def prototype_logits(query_embeddings, protos):
@@ -46,10 +71,11 @@ class ProtoNet:
       query likewise with [B, N*Q]; one optimizer step on the mean query cross-entropy.
       Returns {"query_loss", "query_accuracy", "grad_norm"} float32 scalars. Compiled once.
     adapt_and_evaluate(support, query, step, num_steps=None): {"query_loss",
-      "query_accuracy"}; "adaptation" is computing the prototypes (step and num_steps
-      are unused: the common learner signature, tfmeta.meta.MetaLearner). A
-      training=False call of the encoder; MetaNorm has no running statistics, so this
-      equals training-mode statistics.
+      "query_accuracy"}; "adaptation" is computing the prototypes; num_steps (None or 0:
+      none) soft k-means refinement steps of the prototypes with the query images
+      (`refined_prototypes`, transductive; step is unused: the common learner
+      signature, tfmeta.meta.MetaLearner). A training=False call of the encoder;
+      MetaNorm has no running statistics, so this equals training-mode statistics.
     """
 
     update_rule_variables = ()   # no inner loop, nothing learned about one
@@ -70,7 +96,7 @@ class ProtoNet:
         """Objects to put in `tf.train.Checkpoint(**protonet.trackables())`."""
         return {"encoder": self.encoder, "optimizer": self.optimizer}
 
-    def _loss(self, support, query, training):
+    def _loss(self, support, query, training, refine_steps=0):
         support_images, support_labels = support
         query_images, query_labels = query
         shape = tf.shape(support_images)
@@ -87,7 +113,8 @@ class ProtoNet:
         # The number of classes comes from the episode, so one encoder trained on
         # many-way episodes (as Snell et al. do) is evaluated on 5-way ones.
         n_way = tf.reduce_max(tf.cast(support_labels, tf.int32)) + 1
-        logits = prototype_logits(query_emb, prototypes(support_emb, support_labels, n_way))
+        logits = prototype_logits(query_emb, refined_prototypes(
+            support_emb, support_labels, query_emb, n_way, refine_steps))
         labels = tf.cast(query_labels, tf.int32)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
         correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
@@ -98,9 +125,13 @@ class ProtoNet:
         return self.compiled_meta_step(support, query, tf.cast(step, tf.int64))
 
     def adapt_and_evaluate(self, support, query, step=0, num_steps=None):
-        """Query loss and accuracy of a batch of episodes (mean over tasks and queries)."""
-        del step, num_steps   # prototypes need no steps; deterministic
-        return self.compiled_evaluate(support, query)
+        """Query loss and accuracy of a batch of episodes (mean over tasks and queries);
+        num_steps: soft k-means refinement steps with the queries (None: 0)."""
+        del step   # deterministic
+        refine_steps = int(num_steps or 0)
+        if refine_steps < 0:
+            raise ConfigError(f"ProtoNet refinement steps must be >= 0, got {refine_steps}")
+        return self.compiled_evaluate(support, query, refine_steps)
 
     def inner_rule(self):
         """None: a ProtoNet adapts by computing prototypes, with no inner update rule."""
@@ -116,6 +147,8 @@ class ProtoNet:
         return {"query_loss": tf.cast(loss, tf.float32), "query_accuracy": accuracy,
                 "grad_norm": tf.cast(tf.linalg.global_norm(grads), tf.float32)}
 
-    def _evaluate_graph(self, support, query):
-        loss, accuracy = self._loss(support, query, training=False)
+    def _evaluate_graph(self, support, query, refine_steps):
+        # refine_steps is a Python int: one trace per value (a run uses one or two).
+        loss, accuracy = self._loss(support, query, training=False,
+                                    refine_steps=refine_steps)
         return {"query_loss": tf.cast(loss, tf.float32), "query_accuracy": accuracy}

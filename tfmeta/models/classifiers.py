@@ -92,7 +92,7 @@ def classification_objective(model, name="loss"):
     are (images [N, H, W, C], labels [N]), or, for meta-testing without transduction,
     (groups [Q, G, H, W, C], labels [Q]): each group is one model call (so MetaNorm's
     batch statistics are the group's) and only its last image is scored — a query
-    image after the G - 1 support images (`tfmeta.fewshot.meta_test(per_query=True)`).
+    image after the G - 1 support images (`tfmeta.fewshot.meta_test(mode="per_query")`).
     """
     from tfmeta.meta.inner_loop import Objective, keras_loss, stateless_apply
 
