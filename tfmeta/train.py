@@ -63,10 +63,22 @@ def make_checkpoint(learner, step_var=None, sampler_state_var=None):
 
 
 def restore_latest(ckpt, directory):
-    """Restores the latest checkpoint in `directory`; returns its path or None."""
+    """Restores the latest checkpoint in `directory`; returns its path or None. A
+    checkpoint whose saved state does not match (another learner, network or optimiser;
+    e.g. written by an earlier tfmeta) is a DataError naming it and the way to reuse its
+    network weights (--init_from), not a traceback."""
     latest = tf.train.latest_checkpoint(directory)
     if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
+        try:
+            ckpt.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            first = str(error).strip().splitlines()[0][:300]
+            run_dir = os.path.dirname(os.path.normpath(directory))
+            raise DataError(
+                f"cannot resume from {latest!r}: its saved state does not match this "
+                f"run's learner and optimiser ({first}). Use another --workdir; "
+                f"--init_from={run_dir} starts it from that checkpoint's network "
+                "weights") from None
     return latest
 
 
