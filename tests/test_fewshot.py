@@ -176,6 +176,7 @@ def test_vinyals_protonet_configs_state_the_published_recipe(shot):
         "splits/vinyals", "trainval", "val", "test", False)
     assert (t.training_n_way, t.k_shot, t.training_k_query, t.k_query) == (60, shot, 5, 15)
     assert config.test_ways == (5, 20) and config.train.eval_tasks == 1000
+    assert config.test_modes == ("transductive", "refined")   # the plain test first
     assert (config.outer.meta_lr, config.meta_lr_decay_every,
             config.meta_lr_decay_rate) == (1e-3, 2000, 0.5)
 
