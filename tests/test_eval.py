@@ -215,8 +215,10 @@ def test_held_real_reference_is_paired_and_disjoint():
     held = augmentation._cell_split(per_class, 1, 5, held=4)
     for a, b in zip(plain[0], held[0]):          # the same supports with or without
         np.testing.assert_array_equal(a, b)
+    def keys(images):
+        return {im.tobytes() for im in images}
+
     for c, images in enumerate(per_class):
-        keys = lambda x: {im.tobytes() for im in x}   # noqa: E731
         support, out = keys(held[0][c]), keys(held[5][c])
         test = keys(held[3][held[4] == c])
         assert len(out) == 4 and len(test) == 11 and len(support) == 5
