@@ -204,3 +204,58 @@ def test_warp_generator_exports_with_supports_and_serves_any_support_set(tmp_pat
     # match_ink: every served sample carries exactly the ink values of a support drawing.
     values = {tuple(np.sort(s.ravel())) for s in support}
     assert all(tuple(np.sort(x.ravel())) in values for x in sample.numpy())
+
+
+def test_fitted_prior_is_saved_restored_sampled_and_exported(tmp_path):
+    """--prior_components: fitted once per checkpoint beside it, restored with the model,
+    used by prior draws (seeded; fitted_prior=false draws the learned prior) and carried
+    by the SavedModel; a run configured with one but missing it is a clear error."""
+    import os
+    from export import export_saved_model as ex
+    from export.serving_module import build_serving_archive
+    config = dataclasses.replace(
+        _config(tmp_path / "run", model="warp", algorithm="fomaml", context_dim=4,
+                scope="context", steps=2),
+        conditional_prior=True, match_ink=True, warp_sampling="prior", prior_components=2,
+        prior_fit_steps=20)
+    images = fake_classes()
+    model, _, result = _train(config, images)
+    logs = []
+    meta_gan.fit_prior_once(config, model, images, result["checkpoint"], logs.append)
+    assert any("held-out NLL" in line for line in logs)
+    meta_gan.fit_prior_once(config, model, images, result["checkpoint"], logs.append)
+    assert "already fitted to ckpt-2" in logs[-1]      # once per checkpoint
+
+    run = str(tmp_path / "run")
+    _, restored, _ = generation.restore_model(run)
+    assert restored.fitted_prior is not None
+    _, learned, _ = generation.restore_model(run, sampling="fitted_prior=false")
+    for m in (restored, learned):   # a warp that z moves (two steps barely leave identity)
+        m.warp.flow_out.kernel.assign(tf.random.stateless_normal(
+            m.warp.flow_out.kernel.shape, [0, 1], stddev=0.5))
+    support = tf.constant(images.images_of(0)[:5].astype(np.float32) / 127.5 - 1.0)
+    seed = tf.constant([5, 0], tf.int64)
+    fitted = restored.sample(restored.read_params(), 6, seed, support).numpy()
+    np.testing.assert_array_equal(
+        fitted, restored.sample(restored.read_params(), 6, seed, support).numpy())
+    assert not np.array_equal(fitted, learned.sample(learned.read_params(), 6, seed,
+                                                     support).numpy())
+
+    module = generation.adapt(run, images.images_of(0)[:5], steps=0, seed=3)
+    version = ex.export_generative_module(module, str(tmp_path / "models"), "warp")
+    loaded = tf.saved_model.load(version)
+    args = dict(support_images=tf.constant(images.images_of(1)[:5]),
+                num_samples=tf.constant(6, tf.int32), seed=tf.constant(9, tf.int64),
+                steps=tf.constant(0, tf.int32))
+    served = loaded.signatures["adapt_and_sample"](**args)["images"].numpy()
+    np.testing.assert_array_equal(
+        served, build_serving_archive(module).adapt_and_sample(**args)["images"])
+    prior_weights = [v.numpy() for v in restored.fitted_prior.weights]
+    exported = [v.numpy() for v in loaded.tracked_variables]
+    assert all(any(e.shape == w.shape and np.array_equal(e, w) for e in exported)
+               for w in prior_weights)   # the SavedModel carries the fitted prior
+
+    os.remove(os.path.join(run, "fitted_prior.weights.h5"))
+    with pytest.raises(ConfigError, match="no fitted prior"):
+        generation.restore_model(run)
+    assert generation.restore_model(run, sampling="fitted_prior=false")[1].fitted_prior is None

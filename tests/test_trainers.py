@@ -49,10 +49,12 @@ def test_generation_config_one_step(path, tmp_path, data_dir, monkeypatch):
     tiny = {"gan": "tiny", "vae": "tiny_vae", "warp": "tiny_warp"}[full.model]
     config = common.parse_config(cfg.GenerationConfig(), _argv(path, tmp_path, [
         f"--preset={tiny}", "--meta_batch_size=2", "--num_eval_classes=2",
-        "--num_samples=2", "--inner_steps=1", "--eval_inner_steps=1"]))
+        "--num_samples=2", "--inner_steps=1", "--eval_inner_steps=1",
+        "--prior_fit_steps=2"]))   # warp configs with --prior_components: fit briefly
     result = meta_gan.run(config, log=lambda m: None)
     assert result["checkpoint"].endswith("ckpt-1")
     assert os.path.exists(tmp_path / "config.json") and os.path.exists(tmp_path / "results.json")
+    assert os.path.exists(tmp_path / "fitted_prior.json") == bool(config.prior_components)
 
 
 def test_demo_is_the_headline_generator_trained_shorter(monkeypatch):
@@ -64,7 +66,8 @@ def test_demo_is_the_headline_generator_trained_shorter(monkeypatch):
     assert (demo.train.num_steps, demo.train.eval_every) == (1600, 1000)
     shorter = dataclasses.replace(headline.train, num_steps=1600, eval_every=1000)
     assert dataclasses.replace(headline, train=shorter) == demo
-    assert (demo.warp_sampling, demo.prior_temperature) == ("prior", 0.7)
+    assert (demo.warp_sampling, demo.prior_temperature, demo.prior_components) == (
+        "prior", 1.15, 8)
 
 
 @pytest.mark.parametrize("path", FEWSHOT_CONFIGS)

@@ -44,11 +44,12 @@ from tfmeta.meta import (GRADIENT_ALGORITHMS, Objective, adapt as inner_adapt, f
 from tfmeta.meta.common import tf_variable
 from tfmeta.models import presets
 from tfmeta.models import warp as warp_lib
+from tfmeta.models.fitted_prior import FittedPrior
 
 __all__ = ["GenerativeModel", "build_learner", "split_generation_task", "to_batch",
            "GenerativeModule", "load_generative_module", "adapt", "adapt_and_sample",
            "restore_model", "parse_sampling", "SAMPLING_FIELDS",
-           "check_support_images"]
+           "check_support_images", "fit_prior", "save_fitted_prior", "load_fitted_prior"]
 
 
 def to_batch(images, context_images):
@@ -80,6 +81,9 @@ class GenerativeModel:
         keras.utils.set_random_seed(seed)   # reproducible initial weights
         self.generator = self.discriminator = self.vae = self.warp = self.encoder = None
         self.context_offset = None
+        # A warp generator's FittedPrior (not a meta-parameter: fitted after training,
+        # see fit_prior); prior draws use it when set and config.fitted_prior.
+        self.fitted_prior = None
         if config.model == "warp":
             self.warp = presets.build_warp(config.preset, self.image_shape, context_dim=ctx,
                                            **overrides)
@@ -240,7 +244,8 @@ class GenerativeModel:
           u ~ U(pair_scale_low, pair_scale_high): a point on the learned path from s_i
           towards s_j (deformations the supports themselves show);
         "prior": z from the prior p(z | s_i) with its standard deviation times
-          `prior_temperature`, the full warp;
+          `prior_temperature`, the full warp (the run's fitted prior, if it has one
+          and `fitted_prior`, with its Cholesky factors times `prior_temperature`);
         "pairs+prior": the "pairs" warp (z = the posterior mean), then a "prior" warp
           of its result: a new deformation on top of one the supports show.
         With K = 1 there are no pairs and every mode samples as "prior".
@@ -267,9 +272,13 @@ class GenerativeModel:
             return self.warp(self._warp_inputs(source, z, c), scale=scale, training=True)
 
         def prior_step(images):
-            mean, logvar = self.warp.prior(images, c)
-            eps = tf.random.stateless_normal([n, self.latent_dim], fold_seed(seed, 5))
-            z = mean + tf.exp(0.5 * logvar) * self.config.prior_temperature * eps
+            if self.fitted_prior is not None and self.config.fitted_prior:
+                z = self.fitted_prior.sample(self.warp.prior_features(images, c),
+                                             fold_seed(seed, 5), self.config.prior_temperature)
+            else:
+                mean, logvar = self.warp.prior(images, c)
+                eps = tf.random.stateless_normal([n, self.latent_dim], fold_seed(seed, 5))
+                z = mean + tf.exp(0.5 * logvar) * self.config.prior_temperature * eps
             return self.warp(self._warp_inputs(images, z, c), training=True)
 
         # With K = 1 there is no pair: every mode samples from the prior.
@@ -413,7 +422,7 @@ def _resolve_workdir(checkpoint):
 # Fields of GenerationConfig that only change how a trained generator samples (never its
 # variables or training): a restored model can be sampled with other values.
 SAMPLING_FIELDS = ("warp_sampling", "temperature", "prior_temperature", "pair_scale_low",
-                   "pair_scale_high", "rerank", "match_ink")
+                   "pair_scale_high", "rerank", "match_ink", "fitted_prior")
 
 
 def parse_sampling(text):
@@ -485,6 +494,15 @@ def restore_model(checkpoint, sampling=None):
                           "config.json edited or the checkpoint copied from another run?"
                           ) from None
     status.expect_partial()   # optimiser slots the rebuilt learner has not created yet
+    if config.model == "warp" and config.prior_components:
+        model.fitted_prior = load_fitted_prior(workdir, model)
+        if model.fitted_prior is None and config.fitted_prior:
+            raise ConfigError(
+                f"{workdir} was configured with --prior_components="
+                f"{config.prior_components} but has no fitted prior "
+                f"({os.path.join(workdir, FITTED_PRIOR_FILE)}.weights.h5): run its "
+                "trainers.meta_gan command again (it fits the prior after the last step), "
+                "or sample with --sampling=fitted_prior=false")
     return config, model, learner
 
 
@@ -496,6 +514,135 @@ def _mismatch(error):
         more = f" and {len(names) - 3} more" if len(names) > 3 else ""
         return "unmatched: " + ", ".join(names[:3]) + more
     return text[:300]
+
+
+# ---- fitted priors (ex-post density estimation, tfmeta.models.fitted_prior) ---------------
+
+FITTED_PRIOR_FILE = "fitted_prior"
+
+
+def _prior_fit_data(model, params, class_images, k_shot, contexts_per_class, rng):
+    """Real pairs of every class: (prior features [P, F], posterior mean codes [P, D],
+    the learned prior's mean and log-variance [P, D], class index [P]). Per class and
+    context draw: k_shot random drawings are the support (the context), every other
+    drawing a target, its source a random support drawing."""
+
+    @tf.function(autograph=False, reduce_retracing=True)
+    def codes(support, source, target):
+        with model._scope(params):
+            c = model._context(support, tf.shape(source)[0])
+            code, _ = model.warp.encode(source, target, c)
+            prior_mean, prior_logvar = model.warp.prior(source, c)
+            return model.warp.prior_features(source, c), code, prior_mean, prior_logvar
+
+    out = [[], [], [], [], []]
+    for label in range(class_images.num_classes):
+        images = scale_images(class_images.images_of(label), "gan")
+        if len(images) <= k_shot:
+            continue
+        for _ in range(contexts_per_class):
+            order = rng.permutation(len(images))
+            support, targets = images[order[:k_shot]], images[order[k_shot:]]
+            sources = support[rng.integers(0, k_shot, len(targets))]
+            for part, value in zip(out, codes(tf.constant(support), tf.constant(sources),
+                                              tf.constant(targets))):
+                part.append(value.numpy())
+            out[4].append(np.full(len(targets), label))
+    if not out[4]:
+        raise DataError(f"fit_prior: no class has more than k_shot={k_shot} images")
+    return [np.concatenate(part) for part in out]
+
+
+def fit_prior(model, params, class_images, *, components=8, steps=500,
+              contexts_per_class=4, k_shot=5, held_out_fraction=0.075, batch_size=256,
+              learning_rate=5e-4, dropout=0.2, eval_every=250, seed=0, log=print):
+    """Fits a FittedPrior to the posterior codes of real pairs (warp generators).
+
+    The warp generator (`params`, frozen) registers real drawings of each training class
+    onto each other (`_prior_fit_data`); the mixture is fitted by maximum likelihood to
+    those codes given what the learned prior sees (`WarpGenerator.prior_features`), with
+    Adam (with `dropout` on the features, FittedPrior). A fraction of the classes is held
+    out: every `eval_every` steps their negative log-likelihood is measured and the best
+    weights are kept.
+
+    Returns (FittedPrior, stats): stats has the held-out NLL (nats per code) of the fit
+    and of the learned diagonal prior, the step kept, the pair and class counts.
+    """
+    if model.warp is None:
+        raise ConfigError("fit_prior needs a warp generator (--model=warp)")
+    rng = np.random.default_rng(seed)
+    features, codes, prior_mean, prior_logvar, labels = _prior_fit_data(
+        model, params, class_images, k_shot, contexts_per_class, rng)
+    classes = np.unique(labels)
+    held_classes = rng.permutation(classes)[:max(1, int(round(held_out_fraction
+                                                               * len(classes))))]
+    held = np.isin(labels, held_classes)
+    train = np.flatnonzero(~held)
+    if not len(train):
+        raise DataError("fit_prior: every class is held out; give more classes")
+    prior = FittedPrior(features.shape[1], codes.shape[1], components=components,
+                        dropout=dropout)
+    # A feature (nearly) constant on the training classes must not blow up on others:
+    # its scale is at least a tenth of the features' mean spread.
+    spread = features[train].std(0)
+    prior.set_normalization(features[train].mean(0),
+                            np.maximum(spread, 0.1 * spread.mean() + 1e-6))
+    diagonal = 0.5 * np.mean(np.sum(np.square(codes[held] - prior_mean[held])
+                                    / np.exp(prior_logvar[held]) + prior_logvar[held]
+                                    + np.log(2 * np.pi), 1))
+    optimizer = keras.optimizers.Adam(learning_rate, global_clipnorm=10.0)
+    weights = prior.trainable_variables
+
+    @tf.function(autograph=False)
+    def step(x, z):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(prior.log_prob(x, z, training=True))
+        optimizer.apply(tape.gradient(loss, weights), weights)
+        return loss
+
+    held_x, held_z = tf.constant(features[held]), tf.constant(codes[held])
+    best = (np.inf, 0, [w.numpy() for w in weights])
+    for i in range(1, steps + 1):
+        batch = train[rng.integers(0, len(train), batch_size)]
+        loss = step(tf.constant(features[batch]), tf.constant(codes[batch]))
+        if i % eval_every == 0 or i == steps:
+            nll = float(-tf.reduce_mean(prior.log_prob(held_x, held_z)))
+            if nll < best[0]:
+                best = (nll, i, [w.numpy() for w in weights])
+            log(f"[prior] step {i}/{steps} train_nll={float(loss):.2f} "
+                f"held_out_nll={nll:.2f} (learned diagonal prior {diagonal:.2f})")
+    for w, value in zip(weights, best[2]):
+        w.assign(value)
+    stats = {"held_out_nll": best[0], "diagonal_prior_held_out_nll": float(diagonal),
+             "step": best[1], "steps": steps, "pairs": int(len(codes)),
+             "classes": int(len(classes)), "held_out_classes": int(len(held_classes))}
+    return prior, stats
+
+
+def save_fitted_prior(workdir, prior, stats):
+    """Writes `<workdir>/fitted_prior.weights.h5` and `fitted_prior.json` (its config
+    and the fit's stats)."""
+    from tfmeta import train as train_lib
+    path = os.path.join(workdir, FITTED_PRIOR_FILE)
+    prior.save_weights(path + ".weights.h5")
+    train_lib.write_json(workdir, FITTED_PRIOR_FILE + ".json",
+                         {"config": prior.get_config(), "stats": stats})
+
+
+def load_fitted_prior(workdir, model):
+    """The FittedPrior saved in `workdir` for `model` (a warp GenerativeModel), or None."""
+    path = os.path.join(workdir, FITTED_PRIOR_FILE)
+    if not (os.path.exists(path + ".json") and os.path.exists(path + ".weights.h5")):
+        return None
+    with open(path + ".json") as f:
+        prior = FittedPrior(**json.load(f)["config"])
+    if (prior.feature_dim, prior.latent_dim) != (model.warp.prior_feature_dim,
+                                                 model.latent_dim):
+        raise ConfigError(f"{path}.json: fitted for features/codes of width "
+                          f"{prior.feature_dim}/{prior.latent_dim}, the model has "
+                          f"{model.warp.prior_feature_dim}/{model.latent_dim}")
+    prior.load_weights(path + ".weights.h5")
+    return prior
 
 
 class GenerativeModule(tf.Module):

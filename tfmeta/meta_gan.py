@@ -8,6 +8,9 @@ never seen in meta-training:
     support images | samples before adaptation | samples after adaptation.
 """
 
+import json
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -17,7 +20,7 @@ from tfmeta import train as train_lib
 from tfmeta.data import GenerationTaskSampler, load_class_images, splits
 from tfmeta.meta import fold_seed
 
-__all__ = ["load_split", "make_evaluator", "fit", "run"]
+__all__ = ["load_split", "make_evaluator", "fit", "fit_prior_once", "run"]
 
 
 def load_split(data, split, log=print, min_images=1):
@@ -107,4 +110,30 @@ def run(config, log=print):
     per_task = config.task.k_shot + config.task.k_query   # images of one class per task
     train_images = load_split(config.data, config.data.train_split, log, per_task)
     eval_images = load_split(config.data, config.data.eval_split, log, per_task)
-    return fit(config, train_images, eval_images, strategy, log)[2]
+    model, _, result = fit(config, train_images, eval_images, strategy, log)
+    if config.model == "warp" and config.prior_components and train_lib.is_chief(strategy):
+        fit_prior_once(config, model, train_images, result["checkpoint"], log)
+    return result
+
+
+def fit_prior_once(config, model, train_images, checkpoint, log=print):
+    """Fits and saves the warp generator's prior (`generation.fit_prior`) on its training
+    classes, unless the run's workdir already holds one fitted to this checkpoint."""
+    workdir = config.train.workdir
+    path = os.path.join(workdir, generation.FITTED_PRIOR_FILE + ".json")
+    if os.path.exists(path):
+        with open(path) as f:
+            if json.load(f)["stats"].get("checkpoint") == os.path.basename(checkpoint):
+                log(f"[prior] {path} already fitted to {os.path.basename(checkpoint)}")
+                return
+    log(f"[prior] fitting a {config.prior_components}-component prior to the codes of "
+        f"real pairs ({train_images.num_classes} training classes, "
+        f"{config.prior_fit_steps} steps)")
+    prior, stats = generation.fit_prior(
+        model, model.read_params(), train_images, components=config.prior_components,
+        steps=config.prior_fit_steps, k_shot=config.task.k_shot, seed=config.train.seed,
+        log=log)
+    stats["checkpoint"] = os.path.basename(checkpoint)
+    generation.save_fitted_prior(workdir, prior, stats)
+    log(f"[prior] held-out NLL {stats['held_out_nll']:.2f} nats per code (learned "
+        f"diagonal prior {stats['diagonal_prior_held_out_nll']:.2f}); saved {path}")

@@ -180,7 +180,7 @@ class WarpGenerator(GenerativeShapes, keras.Model):
             c, s = width, (s + 1) // 2
         self.post_out.build((None, s * s * c + self._context_dim))
         if self.prior_out is not None:
-            self.prior_out.build((None, r * r * 2 * f + self._context_dim))
+            self.prior_out.build((None, self.prior_feature_dim))
         self.code_proj.build((None, self._latent_dim + self._context_dim))
         c = 2 * f + f
         for layer in self.dec_convs:
@@ -215,15 +215,26 @@ class WarpGenerator(GenerativeShapes, keras.Model):
             h = activate(layer(h), self.activation)
         return h
 
+    def prior_features(self, source, context=None):
+        """What the prior sees of a source drawing: [N, r * r * 2f + context_dim] (its
+        flattened source features and the context; the input of the learned prior and
+        of a fitted one, tfmeta.models.fitted_prior)."""
+        h = self._source_features(source)
+        return self._code(ops.reshape(h, (ops.shape(h)[0], -1)), context)
+
+    @property
+    def prior_feature_dim(self):
+        """Width of `prior_features`."""
+        return self._coarse * self._coarse * 2 * self.base_filters + self._context_dim
+
     def prior(self, source, context=None):
         """Prior over z for warping `source`: (mean, logvar) [N, latent_dim]
         (zeros = N(0, I) without conditional_prior)."""
         if self.prior_out is None:
             zeros = ops.zeros((ops.shape(source)[0], self._latent_dim), source.dtype)
             return zeros, zeros
-        h = self._source_features(source)
-        h = self._code(ops.reshape(h, (ops.shape(h)[0], -1)), context)
-        mean, logvar = ops.split(self.prior_out(h), 2, axis=-1)
+        mean, logvar = ops.split(self.prior_out(self.prior_features(source, context)), 2,
+                                 axis=-1)
         return mean, logvar
 
     def flow(self, source, z, context=None, scale=None):

@@ -1,0 +1,136 @@
+"""Fitted priors (tfmeta.models.fitted_prior, tfmeta.generation.fit_prior): the mixture's
+density against numpy, its samples against the mixture's moments, the fit against the
+learned diagonal prior, and the config's checks."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fakes import fake_classes
+from tfmeta import config as cfg
+from tfmeta import generation
+from tfmeta.errors import ConfigError
+from tfmeta.models.fitted_prior import FittedPrior
+
+
+def _random_prior(seed=0, feature_dim=6, latent_dim=3, components=4):
+    """A FittedPrior with large random weights (components far apart) and statistics."""
+    prior = FittedPrior(feature_dim, latent_dim, components=components, hidden=8)
+    rng = np.random.default_rng(seed)
+    for variable in prior.trainable_variables:
+        variable.assign(rng.normal(0.0, 0.5, variable.shape).astype(np.float32))
+    prior.set_normalization(rng.normal(size=feature_dim), rng.uniform(0.5, 2.0, feature_dim))
+    return prior, rng
+
+
+def _numpy_mixture_log_prob(logits, means, chol, z):
+    """log sum_m softmax(logits)_m N(z; means_m, L_m L_m^T), written out with numpy."""
+    out = []
+    for n in range(z.shape[0]):
+        terms = []
+        log_weights = logits[n] - np.log(np.sum(np.exp(logits[n])))
+        for m in range(logits.shape[1]):
+            cov = chol[n, m] @ chol[n, m].T
+            diff = z[n] - means[n, m]
+            _, log_det = np.linalg.slogdet(cov)
+            terms.append(log_weights[m] - 0.5 * (diff @ np.linalg.solve(cov, diff) + log_det
+                                                 + len(diff) * np.log(2 * np.pi)))
+        out.append(np.log(np.sum(np.exp(np.array(terms) - max(terms)))) + max(terms))
+    return np.array(out)
+
+
+def test_log_prob_is_the_mixture_density_of_its_components():
+    prior, rng = _random_prior()
+    features = rng.normal(size=(5, 6)).astype(np.float32)
+    z = rng.normal(size=(5, 3)).astype(np.float32)
+    logits, means, chol = (t.numpy().astype(np.float64) for t in prior.mixture(features))
+    # Cholesky factors: lower triangular with a diagonal above the floor.
+    assert np.all(np.triu(chol, 1) == 0) and np.all(np.diagonal(chol, 0, 2, 3) > prior.min_scale)
+    np.testing.assert_allclose(prior.log_prob(features, z).numpy(),
+                               _numpy_mixture_log_prob(logits, means, chol, z), rtol=1e-4)
+    # The stored statistics standardise the features: the same prior without them, fed
+    # standardised features, is the same mixture.
+    mean, scale = prior.feature_mean.numpy(), prior.feature_scale.numpy()
+    standardised = (features - mean) / scale
+    prior.set_normalization(np.zeros(6), np.ones(6))
+    np.testing.assert_allclose(prior.mixture(standardised)[1].numpy(), means, rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_samples_follow_the_mixture_and_the_temperature_scales_each_component():
+    prior, rng = _random_prior(seed=1, components=2)
+    features = np.repeat(rng.normal(size=(1, 6)).astype(np.float32), 40000, axis=0)
+    logits, means, chol = (t.numpy()[0].astype(np.float64) for t in prior.mixture(features[:1]))
+    weights = np.exp(logits - logits.max())
+    weights /= weights.sum()
+    seed = tf.constant([3, 4], tf.int64)
+    for temperature in (1.0, 0.5):
+        z = prior.sample(features, seed, temperature).numpy().astype(np.float64)
+        covs = [temperature ** 2 * c @ c.T for c in chol]
+        mean = weights @ means
+        cov = sum(w * (c + np.outer(m, m)) for w, c, m in zip(weights, covs, means)) \
+            - np.outer(mean, mean)
+        scale = np.sqrt(np.diag(cov))
+        # 40,000 draws: the moments are within a few standard errors.
+        np.testing.assert_allclose(z.mean(0), mean, atol=0.05 * scale.max())
+        np.testing.assert_allclose(np.cov(z.T), cov, atol=0.06 * np.outer(scale, scale).max())
+    # Temperature 0: every draw is one of the component means, both components occur.
+    z0 = prior.sample(features[:400], seed, 0.0).numpy()
+    nearest = np.abs(z0[:, None] - means[None]).max(-1)
+    assert np.all(nearest.min(1) < 1e-5) and len(set(nearest.argmin(1))) == 2
+    # Stateless: the same seed gives the same codes, another seed others.
+    np.testing.assert_array_equal(prior.sample(features[:8], seed).numpy(),
+                                  prior.sample(features[:8], seed).numpy())
+    assert not np.allclose(prior.sample(features[:8], seed).numpy(),
+                           prior.sample(features[:8], tf.constant([3, 5], tf.int64)).numpy())
+
+
+def _warp_model():
+    config = cfg.GenerationConfig(model="warp", preset="tiny_warp", context_dim=3,
+                                  adapt_scope="context", conditional_prior=True,
+                                  outer=cfg.OuterConfig(algorithm="fomaml")).validate()
+    return generation.GenerativeModel(config, seed=0)
+
+
+def test_fit_prior_recovers_a_known_conditional_density(monkeypatch):
+    """Codes z = A x + 0.1 eps given features x (a known conditional density): the fit
+    gets within 0.4 nats of its entropy on held-out classes, far below the diagonal
+    N(0, I) prior, keeps its best evaluation, and runs on a warp model's real pairs."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(40), 50)
+    x = rng.normal(size=(len(labels), 6)).astype(np.float32)
+    a = rng.normal(size=(6, 2)).astype(np.float32)
+    z = (x @ a + 0.1 * rng.normal(size=(len(labels), 2))).astype(np.float32)
+    zeros = np.zeros_like(z)
+    monkeypatch.setattr(generation, "_prior_fit_data",
+                        lambda *args: [x, z, zeros, zeros, labels])
+    model = _warp_model()
+    logs = []
+    prior, stats = generation.fit_prior(model, None, None, components=2, steps=1500,
+                                        eval_every=250, learning_rate=2e-3, dropout=0.0, seed=1,
+                                        log=logs.append)
+    entropy = 2 * (0.5 * np.log(2 * np.pi * np.e) + np.log(0.1))        # -1.77 nats
+    diagonal = np.mean(0.5 * np.sum(z ** 2 + np.log(2 * np.pi), 1))
+    assert stats["held_out_nll"] < entropy + 0.4
+    assert stats["diagonal_prior_held_out_nll"] == pytest.approx(diagonal, rel=0.2)
+    held = [float(line.split("held_out_nll=")[1].split()[0]) for line in logs]
+    assert len(held) == 6 and stats["held_out_nll"] == pytest.approx(min(held), abs=0.006)
+    assert stats["held_out_classes"] == 3 and stats["classes"] == 40   # round(0.075 * 40)
+    monkeypatch.undo()
+    # The real pair data of a (tiny, untrained) warp model: one code per support/target
+    # pair, features of the width the model's prior sees.
+    features, codes, _, _, classes = generation._prior_fit_data(
+        model, model.read_params(), fake_classes(), 3, 2, np.random.default_rng(0))
+    assert features.shape == (6 * 2 * 17, model.warp.prior_feature_dim)
+    assert codes.shape == (6 * 2 * 17, model.latent_dim)
+    np.testing.assert_array_equal(np.bincount(classes), np.full(6, 34))
+
+
+@pytest.mark.parametrize("fields, flag", [
+    ({"model": "warp", "preset": "tiny_warp", "prior_components": -1}, "--prior_components"),
+    ({"model": "gan", "preset": "tiny", "prior_components": 2}, "needs --model=warp"),
+    ({"model": "warp", "preset": "tiny_warp", "prior_fit_steps": 0}, "--prior_fit_steps"),
+])
+def test_config_checks_name_the_flag(fields, flag):
+    with pytest.raises(ConfigError, match=flag):
+        cfg.GenerationConfig(**fields).validate()
