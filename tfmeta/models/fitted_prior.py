@@ -7,9 +7,9 @@ neither independent across dimensions nor Gaussian: on the headline checkpoint t
 standardised residuals have covariance eigenvalues from 0.23 to 2.24, and a density
 fitted to them afterwards explains held-out characters' codes 3.9 nats per code better
 (25.5 vs 29.4) than the learned prior (docs/GENERATION_ATTEMPTS.md section 10).
-Fitting a more expressive density to the latent codes of a trained model after training is "ex-post density estimation"
-(Ghosh et al. 2020, arXiv:1903.12436; Dai & Wipf 2019's two-stage VAE,
-arXiv:1903.05789); here it is conditional on what the learned prior sees.
+Fitting a more expressive density to the latent codes of a trained model after training
+is "ex-post density estimation" (Ghosh et al. 2020, arXiv:1903.12436; Dai & Wipf 2019's
+two-stage VAE, arXiv:1903.05789); here it is conditional on what the learned prior sees.
 
 `FittedPrior(feature_dim, latent_dim, components=M)`: features [N, F] (standardised with
 stored statistics) -> a two-layer MLP -> M mixture weights, means [M, D] and lower-
