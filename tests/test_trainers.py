@@ -66,8 +66,8 @@ def test_demo_is_the_headline_generator_trained_shorter(monkeypatch):
     assert (demo.train.num_steps, demo.train.eval_every) == (1600, 1000)
     shorter = dataclasses.replace(headline.train, num_steps=1600, eval_every=1000)
     assert dataclasses.replace(headline, train=shorter) == demo
-    assert (demo.warp_sampling, demo.prior_temperature, demo.prior_components) == (
-        "prior", 1.15, 8)
+    assert (demo.warp_sampling, demo.prior_temperature, demo.prior_components,
+            demo.copy_guard) == ("prior", 0.7, 8, 1.0)
 
 
 @pytest.mark.parametrize("path", FEWSHOT_CONFIGS)

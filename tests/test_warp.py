@@ -265,3 +265,45 @@ def test_rerank_keeps_the_candidates_closest_to_their_sources_cost():
     np.testing.assert_array_equal(chosen, model.sample(params, 4, seed, support).numpy())
     with pytest.raises(ConfigError, match="rerank"):
         dataclasses.replace(model.config, rerank=0).validate()
+
+
+def test_support_distances_match_the_judges_copy_distance():
+    from tfmeta.eval.baselines import nearest_support_distance
+    from tfmeta.models.warp import support_distances
+    images, support = _images(6, seed=11), _images(3, seed=12)
+    # A support drawing moved by (1, -2) px is at distance 0 from it.
+    moved = np.zeros_like(support[:1]) - 1.0
+    moved[:, 1:, :-2] = support[:1, :-1, 2:]
+    images = np.concatenate([images, moved])
+    got = support_distances(tf.constant(images), tf.constant(support)).numpy()
+    as_uint8 = lambda x: np.round((x + 1.0) * 127.5).astype(np.uint8)
+    np.testing.assert_allclose(got.min(1), nearest_support_distance(
+        as_uint8(images), as_uint8(support)), rtol=1e-4, atol=0.02)
+    assert got[-1, 0] < 0.02 and got[-1, 1:].min() > 1.0   # (float32 rounding)
+
+
+def test_copy_guard_puts_copies_of_a_support_last():
+    import dataclasses
+    model = _warping_model()
+    params = model.read_params()
+    support = tf.constant(_images(3, seed=13))
+    far = tf.constant(_images(5, seed=14))
+    # Candidates in draw order: two copies of supports (exact, and moved by 1 px), then
+    # drawings of other classes.
+    moved = tf.concat([-tf.ones([1, 1, 28, 1]), support[2:3, :-1]], 1)
+    candidates = tf.concat([support[:1], moved, far[:1], support[1:2], far[1:]], 0)
+    model._warp_candidates = lambda m, seed, support: (candidates[:m], tf.zeros([m], tf.int32))
+    model.config = dataclasses.replace(model.config, copy_guard=0.5)
+    with model._scope(params):
+        copies = model.is_copy(candidates, support).numpy()
+        np.testing.assert_array_equal(copies, [1, 1, 0, 1, 0, 0, 0, 0])
+        # 2 * 4 candidates drawn, the first four that are not copies kept.
+        chosen = model._warp_sample(4, tf.constant([0, 0], tf.int64), support).numpy()
+        np.testing.assert_array_equal(chosen, tf.gather(candidates, [2, 4, 5, 6]).numpy())
+        # Too few pass among 2 * 2 candidates: the first copy fills in.
+        chosen = model._warp_sample(2, tf.constant([0, 0], tf.int64), support).numpy()
+        np.testing.assert_array_equal(chosen, tf.gather(candidates, [2, 0]).numpy())
+        one = model.is_copy(candidates, support[:1]).numpy()
+        assert not one.any()   # one support drawing: no distance between supports, no guard
+    with pytest.raises(ConfigError, match="copy_guard"):
+        dataclasses.replace(model.config, copy_guard=-1.0).validate()

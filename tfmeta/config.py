@@ -383,6 +383,11 @@ class GenerationConfig:
         ELBO, relative to their source drawing (a drawing of the class is reachable from
         every drawing of it), see GenerativeModel.registration_cost. K = 1 scores
         against the source itself.
+      copy_guard: warp generators: g > 0 draws twice the candidates and drops those
+        closer to a support drawing (pixel L2, best over +-2 px moves) than g times the
+        distance between the two closest support drawings — samples that hand the
+        user's drawing back nearly unchanged (0 = off; K = 1: off, no such distance);
+        see GenerativeModel.is_copy.
       warp_smoothness, ink_weight: warp generators: weights of the bending-energy and
         ink-conservation penalties (tfmeta.losses.warp_regularizer).
       match_ink: warp generators: samples carry their source drawing's ink values
@@ -434,6 +439,7 @@ class GenerationConfig:
     pair_scale_low: float = 0.0
     pair_scale_high: float = 1.0
     rerank: int = 1
+    copy_guard: float = 0.0
     prior_components: int = 0
     prior_fit_steps: int = 500
     fitted_prior: bool = True
@@ -509,6 +515,8 @@ class GenerationConfig:
                "--pair_scale_low/--pair_scale_high must satisfy 0 <= low <= high")
         _check(self.rerank >= 1, f"--rerank must be >= 1 (1: off), got {self.rerank}")
         _check(self.model == "warp" or self.rerank == 1, "--rerank needs --model=warp")
+        _check(self.copy_guard >= 0, f"--copy_guard must be >= 0 (0: off), got {self.copy_guard}")
+        _check(self.model == "warp" or not self.copy_guard, "--copy_guard needs --model=warp")
         _check(self.prior_components >= 0, "--prior_components must be >= 0 (0: off)")
         _check(self.model == "warp" or not self.prior_components,
                "--prior_components needs --model=warp")

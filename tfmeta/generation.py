@@ -187,21 +187,43 @@ class GenerativeModel:
 
         With `rerank` = r > 1, r * num_samples candidates are drawn and the num_samples
         whose `registration_cost` exceeds their source drawing's own by the least are
-        returned, best first.
+        returned, best first. With `copy_guard` = g > 0 (and K >= 2), at least
+        2 * num_samples candidates are drawn and those that are copies — closer to a
+        support (`warp.support_distances`) than g times the distance between the two
+        closest support drawings — come last (in draw order; they fill in only when too
+        few candidates pass).
         """
-        r = self.config.rerank
-        images, index = self._warp_candidates(num_samples * r, seed, support)
-        if r == 1:
+        r, guard = self.config.rerank, self.config.copy_guard
+        factor = max(r, 2) if guard > 0 else r
+        images, index = self._warp_candidates(num_samples * factor, seed, support)
+        if factor == 1:
             return images
-        # Each candidate is judged against its own source drawing: how much harder it is
-        # to reach from the other supports than the source itself is (an unusual support
-        # - a bold pen, a shifted drawing - is as hard to reach as its warps are).
-        k = tf.shape(support)[0]
-        cost = self.registration_cost(tf.concat([images, support], 0),
-                                      tf.concat([index, tf.range(k)], 0), support)
         m = tf.shape(images)[0]
-        excess = cost[:m] - tf.gather(cost[m:], index)
-        return tf.gather(images, tf.math.top_k(-excess, num_samples).indices)
+        score = tf.zeros([m])
+        if r > 1:
+            # Each candidate is judged against its own source drawing: how much harder it
+            # is to reach from the other supports than the source itself is (an unusual
+            # support - a bold pen, a shifted drawing - is as hard to reach as its
+            # warps are).
+            k = tf.shape(support)[0]
+            cost = self.registration_cost(tf.concat([images, support], 0),
+                                          tf.concat([index, tf.range(k)], 0), support)
+            score = cost[:m] - tf.gather(cost[m:], index)
+        if guard > 0:
+            score = score + tf.cast(self.is_copy(images, support), score.dtype) * 1e9
+        # top_k keeps draw order among equal scores.
+        return tf.gather(images, tf.math.top_k(-score, num_samples).indices)
+
+    def is_copy(self, images, support):
+        """bool [M]: image m is closer to a support drawing than `copy_guard` times the
+        distance between the two closest support drawings (what a new person's drawing
+        is expected to keep from the supports); all False with one support drawing."""
+        k = tf.shape(support)[0]
+        between = warp_lib.support_distances(support, support)
+        between = tf.where(tf.eye(k, dtype=tf.bool), tf.constant(float("inf")), between)
+        radius = self.config.copy_guard * tf.reduce_min(between)
+        nearest = tf.reduce_min(warp_lib.support_distances(images, support), 1)
+        return tf.logical_and(nearest < radius, k >= 2)
 
     def registration_cost(self, images, source_index, support):
         """How badly the supports other than each image's source register to it.
@@ -422,7 +444,7 @@ def _resolve_workdir(checkpoint):
 # Fields of GenerationConfig that only change how a trained generator samples (never its
 # variables or training): a restored model can be sampled with other values.
 SAMPLING_FIELDS = ("warp_sampling", "temperature", "prior_temperature", "pair_scale_low",
-                   "pair_scale_high", "rerank", "match_ink", "fitted_prior")
+                   "pair_scale_high", "rerank", "match_ink", "fitted_prior", "copy_guard")
 
 
 def parse_sampling(text):

@@ -42,7 +42,8 @@ from keras import ops
 from tfmeta.errors import ConfigError
 from tfmeta.models.gan import GenerativeShapes, activate, validate_image_shape
 
-__all__ = ["WarpGenerator", "bilinear_resample", "identity_grid", "match_intensities"]
+__all__ = ["WarpGenerator", "bilinear_resample", "identity_grid", "match_intensities",
+           "support_distances"]
 
 
 def identity_grid(height, width, dtype=tf.float32):
@@ -104,6 +105,34 @@ def match_intensities(images, reference):
     ranks = tf.argsort(tf.argsort(flat, axis=1, stable=True), axis=1, stable=True)
     values = tf.sort(tf.reshape(tf.cast(reference, images.dtype), [shape[0], -1]), axis=1)
     return tf.reshape(tf.gather(values, ranks, batch_dims=1), shape)
+
+
+def support_distances(images, support, max_shift=2):
+    """Pixel distance of every image to every support drawing, forgiving small moves.
+
+    images [M, H, W, C], support [K, H, W, C], both in [-1, 1]. Returns float [M, K]: the
+    L2 distance of the ink (in [0, 1]) of image m to support k moved by the integer
+    translation (|dy|, |dx| <= max_shift, zero fill) that brings it closest — a drawing
+    moved by a pixel or two is still the same drawing. (The harness's copy rate,
+    tfmeta.eval.baselines.nearest_support_distance, uses the same definition.)
+    """
+    images = tf.convert_to_tensor(images)
+    ink = tf.reshape((images + 1.0) / 2.0, [tf.shape(images)[0], -1])
+    support = (tf.cast(support, images.dtype) + 1.0) / 2.0
+    height, width = support.shape[1], support.shape[2]
+    padded = tf.pad(support, [[0, 0], [max_shift, max_shift], [max_shift, max_shift], [0, 0]])
+    image_norms = tf.reduce_sum(ink * ink, 1)[:, None]
+    best = None
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            # moved[y, x] = support[y - dy, x - dx]
+            moved = padded[:, max_shift - dy:max_shift - dy + height,
+                           max_shift - dx:max_shift - dx + width]
+            moved = tf.reshape(moved, [tf.shape(moved)[0], -1])
+            squared = (image_norms + tf.reduce_sum(moved * moved, 1)[None]
+                       - 2.0 * tf.matmul(ink, moved, transpose_b=True))
+            best = squared if best is None else tf.minimum(best, squared)
+    return tf.sqrt(tf.maximum(best, 0.0))
 
 
 @keras.saving.register_keras_serializable(package="tfmeta")
