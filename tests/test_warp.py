@@ -305,5 +305,7 @@ def test_copy_guard_puts_copies_of_a_support_last():
         np.testing.assert_array_equal(chosen, tf.gather(candidates, [2, 0]).numpy())
         one = model.is_copy(candidates, support[:1]).numpy()
         assert not one.any()   # one support drawing: no distance between supports, no guard
+        twice = tf.concat([support, support[:1]], 0)
+        assert not model.is_copy(candidates, twice).numpy().any()   # a repeated support
     with pytest.raises(ConfigError, match="copy_guard"):
         dataclasses.replace(model.config, copy_guard=-1.0).validate()

@@ -216,8 +216,9 @@ class GenerativeModel:
 
     def is_copy(self, images, support):
         """bool [M]: image m is closer to a support drawing than `copy_guard` times the
-        distance between the two closest support drawings (what a new person's drawing
-        is expected to keep from the supports); all False with one support drawing."""
+        distance between the two closest support drawings (a new person's drawing is
+        rarely closer to one of them than they are to each other). All False with one
+        support drawing, or when two supports are the same drawing (radius 0)."""
         k = tf.shape(support)[0]
         between = warp_lib.support_distances(support, support)
         between = tf.where(tf.eye(k, dtype=tf.bool), tf.constant(float("inf")), between)
