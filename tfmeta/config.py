@@ -383,11 +383,11 @@ class GenerationConfig:
         ELBO, relative to their source drawing (a drawing of the class is reachable from
         every drawing of it), see GenerativeModel.registration_cost. K = 1 scores
         against the source itself.
-      copy_guard: warp generators: g > 0 draws twice the candidates and drops those
-        closer to a support drawing (pixel L2, best over +-2 px moves) than g times the
-        distance between the two closest support drawings — samples that hand the
-        user's drawing back nearly unchanged (0 = off; K = 1: off, no such distance);
-        see GenerativeModel.is_copy.
+      copy_guard: warp generators: g > 0 draws at least twice the candidates (r times
+        with rerank r > 2) and drops those closer to a support drawing (pixel L2, best
+        over +-2 px moves) than g times the distance between the two closest support
+        drawings — samples that hand the user's drawing back nearly unchanged (0 = off;
+        K = 1 or a repeated support: off, no such distance); see GenerativeModel.is_copy.
       warp_smoothness, ink_weight: warp generators: weights of the bending-energy and
         ink-conservation penalties (tfmeta.losses.warp_regularizer).
       match_ink: warp generators: samples carry their source drawing's ink values
