@@ -361,6 +361,17 @@ def test_sampling_overrides_change_how_a_checkpoint_samples_not_its_weights(chec
     assert config == base_config
     for a, b in zip(model.variables, base_model.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # One entry per checkpoint ("|"): two samplers of one checkpoint in one evaluation.
+    from tfmeta.eval import generators
+    methods = generators.checkpoint_methods(
+        [checkpoint, checkpoint], ["a", "b"], sampling="temperature=1|")
+    assert list(methods) == ["a", "b"]
+    with pytest.raises(ConfigError, match="--rerank needs --model=warp"):   # the 2nd entry
+        generators.checkpoint_methods([checkpoint] * 2, sampling="temperature=1|rerank=2")
+    with pytest.raises(ConfigError, match="3 '[|]'-separated sampling entries"):
+        generators.checkpoint_methods([checkpoint] * 2, sampling="|temperature=2|")
+    with pytest.raises(ConfigError, match="3 '[|]'-separated entries for 2 checkpoints"):
+        cfg.EvalConfig(out="x", checkpoint=(checkpoint,) * 2, sampling="||").validate()
 
 
 def test_walkthrough_bad_inputs_are_one_line_errors(checkpoint, tmp_path):

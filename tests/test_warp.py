@@ -295,7 +295,7 @@ def test_copy_guard_puts_copies_of_a_support_last():
     model._warp_candidates = lambda m, seed, support: (candidates[:m], tf.zeros([m], tf.int32))
     model.config = dataclasses.replace(model.config, copy_guard=0.5)
     with model._scope(params):
-        copies = model.is_copy(candidates, support).numpy()
+        copies = model.guard_flags(candidates, support)[0].numpy()
         np.testing.assert_array_equal(copies, [1, 1, 0, 1, 0, 0, 0, 0])
         # 2 * 4 candidates drawn, the first four that are not copies kept.
         chosen = model._warp_sample(4, tf.constant([0, 0], tf.int64), support).numpy()
@@ -303,9 +303,59 @@ def test_copy_guard_puts_copies_of_a_support_last():
         # Too few pass among 2 * 2 candidates: the first copy fills in.
         chosen = model._warp_sample(2, tf.constant([0, 0], tf.int64), support).numpy()
         np.testing.assert_array_equal(chosen, tf.gather(candidates, [2, 0]).numpy())
-        one = model.is_copy(candidates, support[:1]).numpy()
+        one = model.guard_flags(candidates, support[:1])[0].numpy()
         assert not one.any()   # one support drawing: no distance between supports, no guard
         twice = tf.concat([support, support[:1]], 0)
-        assert not model.is_copy(candidates, twice).numpy().any()   # a repeated support
+        assert not model.guard_flags(candidates, twice)[0].numpy().any()   # a repeated support
     with pytest.raises(ConfigError, match="copy_guard"):
         dataclasses.replace(model.config, copy_guard=-1.0).validate()
+
+
+def test_outlier_guard_puts_drawings_far_from_every_support_last():
+    import dataclasses
+    model = _warping_model()
+    params = model.read_params()
+    support = tf.constant(_images(3, seed=13))
+    near = tf.constant(_images(3, seed=14))   # as far from the supports as they are apart
+    solid = tf.ones([1, 28, 28, 1])           # ~1.4x farther from every support
+    candidates = tf.concat([solid, near[:1], support[:1], near[1:]], 0)
+    model._warp_candidates = lambda m, seed, support: (candidates[:m], tf.zeros([m], tf.int32))
+    model.config = dataclasses.replace(model.config, copy_guard=0.5, outlier_guard=1.2)
+    with model._scope(params):
+        copy, outlier = (f.numpy() for f in model.guard_flags(candidates, support))
+        np.testing.assert_array_equal(copy, [0, 0, 1, 0, 0])
+        np.testing.assert_array_equal(outlier, [1, 0, 0, 0, 0])
+        chosen = model._warp_sample(2, tf.constant([0, 0], tf.int64), support).numpy()
+        np.testing.assert_array_equal(chosen, tf.gather(candidates, [1, 3]).numpy())
+        assert not model.guard_flags(candidates, support[:1])[1].numpy().any()   # K = 1
+        model.config = dataclasses.replace(model.config, outlier_guard=0.0)
+        assert not model.guard_flags(candidates, support)[1].numpy().any()   # off
+    with pytest.raises(ConfigError, match="outlier_guard"):
+        dataclasses.replace(model.config, outlier_guard=-1.0).validate()
+
+
+def test_source_weighting_draws_the_typical_supports_most():
+    import dataclasses
+    model = _warp_model(context_dim=3)   # identity warp: every sample is its source
+    params = model.read_params()
+    base = _images(1, seed=20)
+    # Three near-identical drawings and one unlike them (the unusual support).
+    near = np.clip(base + np.random.default_rng(21).normal(0, 0.05, (3,) + base.shape[1:]),
+                   -1, 1).astype(np.float32)
+    support = tf.constant(np.concatenate([near, _images(1, seed=22)]))
+    model.config = dataclasses.replace(model.config, source_weighting=2.0)
+    with model._scope(params):
+        cost = model.registration_cost(support, tf.range(4), support).numpy()
+        logits = model.source_logits(support).numpy()
+        np.testing.assert_allclose(logits, -2.0 * (cost - cost.mean()) / cost.std(),
+                                   rtol=1e-4, atol=1e-5)
+        assert logits.argmin() == 3   # the others register worst to the unusual one
+        np.testing.assert_array_equal(model.source_logits(support[:1]).numpy(), [0.0])
+    seed = tf.constant([5, 0], tf.int64)
+    samples = model.sample(params, 2000, seed, support).numpy()
+    np.testing.assert_array_equal(samples, model.sample(params, 2000, seed, support))
+    source = np.abs(samples[:, None] - support.numpy()[None]).max(axis=(2, 3, 4)).argmin(1)
+    expected = np.exp(logits) / np.exp(logits).sum()
+    np.testing.assert_allclose(np.bincount(source, minlength=4) / 2000, expected, atol=0.03)
+    with pytest.raises(ConfigError, match="source_weighting"):
+        dataclasses.replace(model.config, source_weighting=-1.0).validate()

@@ -387,7 +387,17 @@ class GenerationConfig:
         with rerank r > 2) and drops those closer to a support drawing (pixel L2, best
         over +-2 px moves) than g times the distance between the two closest support
         drawings — samples that hand the user's drawing back nearly unchanged (0 = off;
-        K = 1 or a repeated support: off, no such distance); see GenerativeModel.is_copy.
+        K = 1 or a repeated support: off, no such distance); see GenerativeModel.guard_flags.
+      outlier_guard: warp generators: h > 0 draws at least twice the candidates (like
+        copy_guard) and puts last those farther from every support drawing than h times
+        the largest distance of a support to its nearest other support — deformations
+        that leave the set the supports span (0 = off; K = 1: off); see
+        GenerativeModel.guard_flags.
+      source_weighting: warp generators: b > 0 draws the source drawing of each sample
+        with probability proportional to exp(-b * its standardised registration cost
+        from the other supports), favouring the support drawings the others register
+        to best (an unusual support's warps are the least like the class); 0 = uniform
+        (K = 1: one source); see GenerativeModel.source_logits.
       warp_smoothness, ink_weight: warp generators: weights of the bending-energy and
         ink-conservation penalties (tfmeta.losses.warp_regularizer).
       match_ink: warp generators: samples carry their source drawing's ink values
@@ -440,6 +450,8 @@ class GenerationConfig:
     pair_scale_high: float = 1.0
     rerank: int = 1
     copy_guard: float = 0.0
+    outlier_guard: float = 0.0
+    source_weighting: float = 0.0
     prior_components: int = 0
     prior_fit_steps: int = 500
     fitted_prior: bool = True
@@ -517,6 +529,14 @@ class GenerationConfig:
         _check(self.model == "warp" or self.rerank == 1, "--rerank needs --model=warp")
         _check(self.copy_guard >= 0, f"--copy_guard must be >= 0 (0: off), got {self.copy_guard}")
         _check(self.model == "warp" or not self.copy_guard, "--copy_guard needs --model=warp")
+        _check(self.outlier_guard >= 0,
+               f"--outlier_guard must be >= 0 (0: off), got {self.outlier_guard}")
+        _check(self.model == "warp" or not self.outlier_guard,
+               "--outlier_guard needs --model=warp")
+        _check(self.source_weighting >= 0,
+               f"--source_weighting must be >= 0 (0: uniform), got {self.source_weighting}")
+        _check(self.model == "warp" or not self.source_weighting,
+               "--source_weighting needs --model=warp")
         _check(self.prior_components >= 0, "--prior_components must be >= 0 (0: off)")
         _check(self.model == "warp" or not self.prior_components,
                "--prior_components needs --model=warp")
@@ -618,7 +638,9 @@ class EvalConfig:
       onednn: TF's oneDNN CPU kernels (TF's default on x86); applied by the trainer.
       sampling: sampling overrides for every checkpoint, "field=value,..." over
         tfmeta.generation.SAMPLING_FIELDS (e.g. "warp_sampling=prior,
-        prior_temperature=0.7,rerank=4"; "" = each run's own settings).
+        prior_temperature=0.7,rerank=4"; "" = each run's own settings); or one such
+        entry per checkpoint separated by "|" (compare samplers of one checkpoint in one
+        run: give its path once per entry).
       split: the characters evaluated: "evaluation" (the Omniglot evaluation alphabets:
         reported numbers) or "validation" (the background characters held out of the
         generators' training split: choosing samplers and settings without looking at
@@ -678,6 +700,10 @@ class EvalConfig:
         _check(not self.method_names or len(self.method_names) == len(self.checkpoint),
                f"{len(self.method_names)} method names for {len(self.checkpoint)} "
                "checkpoints; give one name per checkpoint")
+        entries = self.sampling.count("|") + 1
+        _check(entries == 1 or entries == len(self.checkpoint),
+               f"--sampling has {entries} '|'-separated entries for {len(self.checkpoint)} "
+               "checkpoints; give one for all or one per checkpoint")
         _check(not self.scratch_gan or bool(self.checkpoint or self.scratch_preset),
                "--scratch_gan needs --scratch_preset or a --checkpoint")
         _check(not self.pretrained_finetune or bool(self.checkpoint),

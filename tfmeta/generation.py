@@ -187,14 +187,14 @@ class GenerativeModel:
 
         With `rerank` = r > 1, r * num_samples candidates are drawn and the num_samples
         whose `registration_cost` exceeds their source drawing's own by the least are
-        returned, best first. With `copy_guard` = g > 0 (and K >= 2), at least
-        2 * num_samples candidates are drawn and those that are copies — closer to a
-        support (`warp.support_distances`) than g times the distance between the two
-        closest support drawings — come last (in draw order; they fill in only when too
-        few candidates pass).
+        returned, best first. With `copy_guard` or `outlier_guard` > 0 (and K >= 2), at
+        least 2 * num_samples candidates are drawn and the copies and outliers of
+        `guard_flags` come last (in draw order; they fill in only when too few
+        candidates pass).
         """
-        r, guard = self.config.rerank, self.config.copy_guard
-        factor = max(r, 2) if guard > 0 else r
+        r = self.config.rerank
+        guard = self.config.copy_guard > 0 or self.config.outlier_guard > 0
+        factor = max(r, 2) if guard else r
         images, index = self._warp_candidates(num_samples * factor, seed, support)
         if factor == 1:
             return images
@@ -209,22 +209,45 @@ class GenerativeModel:
             cost = self.registration_cost(tf.concat([images, support], 0),
                                           tf.concat([index, tf.range(k)], 0), support)
             score = cost[:m] - tf.gather(cost[m:], index)
-        if guard > 0:
-            score = score + tf.cast(self.is_copy(images, support), score.dtype) * 1e9
+        if guard:
+            rejected = tf.logical_or(*self.guard_flags(images, support))
+            score = score + tf.cast(rejected, score.dtype) * 1e9
         # top_k keeps draw order among equal scores.
         return tf.gather(images, tf.math.top_k(-score, num_samples).indices)
 
-    def is_copy(self, images, support):
-        """bool [M]: image m is closer to a support drawing than `copy_guard` times the
-        distance between the two closest support drawings (a new person's drawing is
-        rarely closer to one of them than they are to each other). All False with one
-        support drawing, or when two supports are the same drawing (radius 0)."""
+    def guard_flags(self, images, support):
+        """(copy, outlier), bool [M] each, from the images' distance to their nearest
+        support drawing (`warp.support_distances`) and each support's distance to its
+        nearest other support (its gap):
+        copy: closer than `copy_guard` times the smallest gap (a new person's drawing is
+          rarely closer to one of them than they are to each other);
+        outlier: farther than `outlier_guard` times the largest gap (a new drawing of the
+          class rarely leaves the set the supports span by more than the most unusual
+          of them does).
+        All False with one support drawing or a guard of 0; copy is all False when two
+        supports are the same drawing (smallest gap 0)."""
         k = tf.shape(support)[0]
         between = warp_lib.support_distances(support, support)
-        between = tf.where(tf.eye(k, dtype=tf.bool), tf.constant(float("inf")), between)
-        radius = self.config.copy_guard * tf.reduce_min(between)
+        gaps = tf.reduce_min(
+            tf.where(tf.eye(k, dtype=tf.bool), tf.constant(float("inf")), between), 1)
         nearest = tf.reduce_min(warp_lib.support_distances(images, support), 1)
-        return tf.logical_and(nearest < radius, k >= 2)
+        several = k >= 2
+        copy = tf.logical_and(nearest < self.config.copy_guard * tf.reduce_min(gaps),
+                              several)
+        outlier = tf.logical_and(
+            nearest > self.config.outlier_guard * tf.reduce_max(gaps),
+            tf.logical_and(several, self.config.outlier_guard > 0))
+        return copy, outlier
+
+    def source_logits(self, support):
+        """float [K]: log-weights of the support drawings as warp sources, -b * z_i with
+        z_i support i's `registration_cost` from the other supports, standardised over
+        the set (b = `source_weighting`): the drawings the others register to best are
+        the typical ones. All 0 with K = 1 or when every cost is equal."""
+        k = tf.shape(support)[0]
+        cost = self.registration_cost(support, tf.range(k), support)
+        z = tf.math.divide_no_nan(cost - tf.reduce_mean(cost), tf.math.reduce_std(cost))
+        return -self.config.source_weighting * z
 
     def registration_cost(self, images, source_index, support):
         """How badly the supports other than each image's source register to it.
@@ -261,7 +284,8 @@ class GenerativeModel:
     def _warp_candidates(self, num_samples, seed, support):
         """(images [num_samples, H, W, C], source index [num_samples]).
 
-        A source s_i is drawn uniformly from the supports, then
+        A source s_i is drawn from the supports (uniformly, or by `source_logits` with
+        `source_weighting` > 0), then
         "pairs" (K >= 2): another support s_j is drawn, z = the posterior mean of
           q(z | s_i, s_j) + temperature * eps, and the warp is scaled by
           u ~ U(pair_scale_low, pair_scale_high): a point on the learned path from s_i
@@ -276,7 +300,11 @@ class GenerativeModel:
         mode = self.config.warp_sampling
         k = tf.shape(support)[0]
         n = num_samples
-        index = tf.random.stateless_uniform([n], fold_seed(seed, 2), 0, k, dtype=tf.int32)
+        if self.config.source_weighting > 0:
+            index = tf.cast(tf.random.stateless_categorical(
+                self.source_logits(support)[None], n, fold_seed(seed, 2))[0], tf.int32)
+        else:
+            index = tf.random.stateless_uniform([n], fold_seed(seed, 2), 0, k, dtype=tf.int32)
         source = tf.gather(support, index)
         c = self._context(support, n)
 
@@ -445,7 +473,8 @@ def _resolve_workdir(checkpoint):
 # Fields of GenerationConfig that only change how a trained generator samples (never its
 # variables or training): a restored model can be sampled with other values.
 SAMPLING_FIELDS = ("warp_sampling", "temperature", "prior_temperature", "pair_scale_low",
-                   "pair_scale_high", "rerank", "match_ink", "fitted_prior", "copy_guard")
+                   "pair_scale_high", "rerank", "match_ink", "fitted_prior", "copy_guard",
+                   "outlier_guard", "source_weighting")
 
 
 def parse_sampling(text):

@@ -83,7 +83,7 @@ def define_flags(flag_values=flags.FLAGS):
     _BOOL("onednn", d.onednn, "TF's oneDNN CPU kernels (TF's default on x86)")
     _STR("sampling", d.sampling, "sampling overrides for every --checkpoint, "
          "field=value,... (e.g. warp_sampling=prior,prior_temperature=0.7,rerank=4; "
-         "default: each run's own)")
+         "default: each run's own), or one entry per checkpoint separated by '|'")
     _STR("split", d.split, "characters evaluated: evaluation (reported numbers) or "
          "validation (background characters held out of the generators' training split: "
          "for choosing settings)")

@@ -309,16 +309,24 @@ def checkpoint_methods(checkpoints, names=None, steps=None, taken=(), log_fn=Non
     names: one per checkpoint (default `method_name` of its config; a name already in
     `taken` or used before gets a numeric suffix). steps: inner steps for all (None:
     each run's `inner.eval_num_steps`). sampling: sampling overrides for all (a dict or
-    "field=value,..."; see `generation.restore_model`).
+    "field=value,..."; see `generation.restore_model`), or one text per checkpoint
+    separated by "|".
     """
     checkpoints = list(checkpoints)
     names = list(names or [None] * len(checkpoints))
     if len(names) != len(checkpoints):
         raise ConfigError(f"{len(names)} method names for {len(checkpoints)} checkpoints; "
                           "give one name per checkpoint")
+    overrides = [sampling] * len(checkpoints)
+    if isinstance(sampling, str) and "|" in sampling:
+        overrides = sampling.split("|")
+        if len(overrides) != len(checkpoints):
+            raise ConfigError(f"{len(overrides)} '|'-separated sampling entries for "
+                              f"{len(checkpoints)} checkpoints; give one for all or one "
+                              "per checkpoint")
     methods = {}
-    for path, name in zip(checkpoints, names):
-        fn = meta_generator_fn(path, steps, sampling)
+    for path, name, override in zip(checkpoints, names, overrides):
+        fn = meta_generator_fn(path, steps, override)
         name = name or method_name(fn.model.config)
         base, i = name, 2
         while name in methods or name in taken:
