@@ -57,8 +57,10 @@ def test_bilinear_resample_coordinate_gradient_matches_finite_differences():
         assert float(grad_cols[index]) == pytest.approx(float(numeric_c), rel=1e-5, abs=1e-8)
 
 
-def test_warp_generator_starts_at_identity_and_bounds_its_flow():
-    model = WarpGenerator(latent_dim=4, context_dim=3, base_filters=4, max_displacement=2.5)
+@pytest.mark.parametrize("flow_stride", [4, 2])
+def test_warp_generator_starts_at_identity_and_bounds_its_flow(flow_stride):
+    model = WarpGenerator(latent_dim=4, context_dim=3, base_filters=4, max_displacement=2.5,
+                          flow_stride=flow_stride)
     source = tf.constant(_images(3))
     z, context = tf.random.normal([3, 4]), tf.random.normal([3, 3])
     np.testing.assert_allclose(model((source, z, context)).numpy(), source.numpy(), atol=1e-6)
@@ -73,6 +75,30 @@ def test_warp_generator_starts_at_identity_and_bounds_its_flow():
     assert clone.count_params() == model.count_params()
     with pytest.raises(ConfigError, match="context"):
         model((source, z))
+
+
+def test_flow_stride_sets_the_grid_of_the_displacement_field():
+    """A plain displacement field on a g-px grid, bilinearly upsampled, is linear between
+    grid nodes: its second difference along a row vanishes wherever three neighbouring
+    pixels lie between the same two nodes. On the 4-px grid that is most pixels, on the
+    2-px grid few."""
+    source = tf.constant(_images(2, seed=40))
+    z, context = tf.random.normal([2, 4], seed=1), tf.random.normal([2, 3], seed=2)
+    bends = {}
+    for stride in (4, 2):
+        model = WarpGenerator(latent_dim=4, context_dim=3, base_filters=4,
+                              max_displacement=50.0, flow_stride=stride)
+        rng = np.random.default_rng(stride)
+        for variable in model.trainable_variables:
+            variable.assign(rng.normal(0, 0.3, variable.shape).astype(np.float32))
+        flow = model.flow(source, z, context).numpy()[:, 2:-2, 2:-2]
+        second = np.abs(flow[:, :, 2:] - 2 * flow[:, :, 1:-1] + flow[:, :, :-2])
+        bends[stride] = np.mean(second > 1e-4 * np.abs(flow).max())
+    assert bends[4] < 0.4 and bends[2] > 1.8 * bends[4], bends
+    with pytest.raises(ConfigError, match="flow_stride"):
+        WarpGenerator(flow_stride=3)
+    with pytest.raises(ConfigError, match="--flow_stride"):
+        cfg.GenerationConfig(model="warp", preset="warp28", flow_stride=3).validate()
 
 
 def test_warp_elbo_loss_matches_numpy_reference():

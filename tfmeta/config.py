@@ -365,6 +365,8 @@ class GenerationConfig:
         pixels (0 = the preset's).
       integration_steps: warp generators: scaling-and-squaring steps of the
         diffeomorphic warp (-1 = the preset's, 0 = plain displacement).
+      flow_stride: warp generators: grid of the velocity field in pixels, 4 or 2 (finer,
+        stroke-level deformations; 0 = the preset's).
       conditional_prior: warp generators: learn p(z | source, context) (True) instead
         of the preset's prior.
       temperature: warp generators: standard deviation of the noise added to the pair
@@ -439,6 +441,7 @@ class GenerationConfig:
     norm: str = ""
     max_displacement: float = 0.0
     integration_steps: int = -1
+    flow_stride: int = 0
     conditional_prior: bool = False
     temperature: float = 1.0
     prior_temperature: float = 1.0
@@ -467,6 +470,8 @@ class GenerationConfig:
                 out["integration_steps"] = self.integration_steps
             if self.conditional_prior:
                 out["conditional_prior"] = True
+            if self.flow_stride:
+                out["flow_stride"] = self.flow_stride
             return out
         gan = self.model == "gan"
         out = {"latent_dim": self.latent_dim,
@@ -506,6 +511,9 @@ class GenerationConfig:
         _check(self.max_displacement >= 0, "--max_displacement must be >= 0 (0: the preset's)")
         _check(self.model == "warp" or not self.max_displacement,
                "--max_displacement needs --model=warp")
+        _check(self.flow_stride in (0, 2, 4), f"--flow_stride must be 2 or 4 (0: the "
+               f"preset's), got {self.flow_stride}")
+        _check(self.model == "warp" or not self.flow_stride, "--flow_stride needs --model=warp")
         _check(self.integration_steps >= -1,
                "--integration_steps must be >= 0 (or -1: the preset's)")
         _check(self.model == "warp" or self.integration_steps == -1,

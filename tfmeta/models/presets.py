@@ -51,7 +51,7 @@ _WARP28 = {
     "family": "warp", "image_shape": (28, 28, 1), "latent_dim": 16, "context_dim": 0,
     "base_filters": 32, "max_displacement": 4.0, "integration_steps": 0,
     "conditional_prior": False, "encoder_filters": 32, "encoder_pooling": "flatten",
-    "activation": "relu",
+    "activation": "relu", "flow_stride": 4,
 }
 PRESETS = {
     "dcgan28": _DCGAN28,
@@ -145,7 +145,8 @@ def build_warp(preset_name, image_shape=None, context_dim=None, **overrides):
                          cfg["base_filters"], max_displacement=cfg["max_displacement"],
                          integration_steps=cfg["integration_steps"],
                          conditional_prior=cfg.get("conditional_prior", False),
-                         activation=cfg["activation"], name="warp")
+                         activation=cfg["activation"],
+                         flow_stride=cfg.get("flow_stride", 4), name="warp")
 
 
 def build_support_encoder(preset_name, image_shape=None, context_dim=None, **overrides):

@@ -154,11 +154,14 @@ class WarpGenerator(GenerativeShapes, keras.Model):
       integration_steps: T, scaling-and-squaring steps (0: plain displacement field).
       conditional_prior: learn p(z | source, context) instead of N(0, I).
       activation: hidden activation.
+      flow_stride: the velocity field's grid, in pixels: 4 (H/4 x W/4, bilinearly
+        upsampled) or 2 (H/2: the decoder upsamples once more, with the source's H/2
+        features, for finer, stroke-level deformations).
     """
 
     def __init__(self, image_shape=(28, 28, 1), latent_dim=16, context_dim=0,
                  base_filters=32, max_displacement=4.0, integration_steps=0,
-                 conditional_prior=False, activation="relu", **kwargs):
+                 conditional_prior=False, activation="relu", flow_stride=4, **kwargs):
         super().__init__(**kwargs)
         self._image_shape = validate_image_shape(image_shape)
         if int(latent_dim) < 1 or int(base_filters) < 1 or int(context_dim) < 0 \
@@ -168,6 +171,9 @@ class WarpGenerator(GenerativeShapes, keras.Model):
                 f"max_displacement > 0, integration_steps >= 0; got {latent_dim!r}, "
                 f"{base_filters!r}, {context_dim!r}, {max_displacement!r}, "
                 f"{integration_steps!r}.")
+        if int(flow_stride) not in (2, 4):
+            raise ConfigError(f"WarpGenerator flow_stride must be 2 or 4; got {flow_stride!r}")
+        self.flow_stride = int(flow_stride)
         self._latent_dim, self._context_dim = int(latent_dim), int(context_dim)
         self.base_filters, self.max_displacement = int(base_filters), float(max_displacement)
         self.integration_steps = int(integration_steps)
@@ -190,6 +196,7 @@ class WarpGenerator(GenerativeShapes, keras.Model):
         self.code_proj = keras.layers.Dense(self._coarse * self._coarse * f, dtype=dt,
                                             name="code_proj")
         self.dec_convs = [conv(2 * f, "dec_conv_0"), conv(2 * f, "dec_conv_1")]
+        self.fine_conv = conv(2 * f, "fine_conv") if self.flow_stride == 2 else None
         # Zero-initialised read-out: training starts from the identity warp.
         self.flow_out = keras.layers.Conv2D(2, 3, padding="same", dtype=dt, name="flow_out",
                                             kernel_initializer="zeros")
@@ -215,7 +222,9 @@ class WarpGenerator(GenerativeShapes, keras.Model):
         for layer in self.dec_convs:
             layer.build((None, r, r, c))
             c = 2 * f
-        self.flow_out.build((None, r, r, c))
+        if self.fine_conv is not None:
+            self.fine_conv.build((None, 2 * r, 2 * r, c + f))
+        self.flow_out.build((None, None, None, c))
         self.built = True
 
     def _code(self, z, context):
@@ -238,11 +247,13 @@ class WarpGenerator(GenerativeShapes, keras.Model):
         mean, logvar = ops.split(self.post_out(h), 2, axis=-1)
         return mean, logvar
 
+    def _source_pyramid(self, source):
+        """The source's features at H/2 and H/4."""
+        half = activate(self.src_convs[0](source), self.activation)
+        return half, activate(self.src_convs[1](half), self.activation)
+
     def _source_features(self, source):
-        h = source
-        for layer in self.src_convs:
-            h = activate(layer(h), self.activation)
-        return h
+        return self._source_pyramid(source)[1]
 
     def prior_features(self, source, context=None):
         """What the prior sees of a source drawing: [N, r * r * 2f + context_dim] (its
@@ -273,13 +284,17 @@ class WarpGenerator(GenerativeShapes, keras.Model):
         0 = identity, 1 = the full warp, in between a point on the path (for a
         diffeomorphic warp exp(scale * v), the one-parameter subgroup through exp(v)).
         """
-        h = self._source_features(source)
+        half, h = self._source_pyramid(source)
         r, f = self._coarse, self.base_filters
         code = self.code_proj(self._code(z, context))
         code = ops.reshape(activate(code, self.activation), (-1, r, r, f))
         h = ops.concatenate([h, code], axis=-1)
         for layer in self.dec_convs:
             h = activate(layer(h), self.activation)
+        if self.fine_conv is not None:
+            h = tf.image.resize(h, tf.shape(half)[1:3], method="bilinear")
+            h = activate(self.fine_conv(ops.concatenate([h, half], axis=-1)),
+                         self.activation)
         coarse = self.max_displacement * ops.tanh(self.flow_out(h))
         height, width = self._image_shape[:2]
         flow = tf.image.resize(coarse, (height, width), method="bilinear")
@@ -316,7 +331,8 @@ class WarpGenerator(GenerativeShapes, keras.Model):
                 "base_filters": self.base_filters,
                 "max_displacement": self.max_displacement,
                 "integration_steps": self.integration_steps,
-                "conditional_prior": self.conditional_prior, "activation": self.activation}
+                "conditional_prior": self.conditional_prior, "activation": self.activation,
+                "flow_stride": self.flow_stride}
 
     @classmethod
     def from_config(cls, config):
