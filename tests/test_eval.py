@@ -351,6 +351,14 @@ def test_get_feature_extractor_caches_by_config(monkeypatch, tmp_path):
     augmented = features.get_feature_extractor(**{**settings, "augment": True})
     assert len(calls) == 3 and augmented.config.augment
     assert augmented.config.key() != first.config.key()
+    # A judge of the validation characters: trained on the training split only.
+    judge = features.get_feature_extractor(**{**settings, "split": "train",
+                                              "validation_classes": 2})
+    assert calls[-1] == ("omniglot", "train") and judge.config.split == "train"
+    assert judge.config.key() != first.config.key()
+    with pytest.raises(ConfigError, match="trains only on background characters"):
+        features.get_feature_extractor(**{**settings, "split": "evaluation"})
+    assert len(calls) == 4   # refused before loading anything
 
 
 def test_extractor_key_and_training_augmentation():

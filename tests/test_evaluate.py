@@ -250,6 +250,11 @@ def test_validation_split_holds_out_what_the_generators_did_not_train_on(tiny_om
         config, {"no_augmentation": None, "gen": method(validation_classes=2)})
     assert images.num_classes == 2 and len(seen) == 4
     assert not set(images.class_names) & set(seen)
+    # Their judge is trained on the training split's characters only.
+    assert protocol._judge_settings(config, images, seen) == {
+        "split": "train", "validation_classes": 2, "num_classes": 4}
+    assert protocol._judge_settings(dataclasses.replace(config, split="evaluation"), images,
+                                    seen) == {"split": "background", "num_classes": 964}
     evaluation, background = protocol._unseen_characters(
         dataclasses.replace(config, split="evaluation"), {})
     assert set(images.class_names) | set(seen) == set(background)

@@ -652,8 +652,9 @@ class EvalConfig:
       split: the characters evaluated: "evaluation" (the Omniglot evaluation alphabets:
         reported numbers) or "validation" (the background characters held out of the
         generators' training split: choosing samplers and settings without looking at
-        the reported characters; the feature extractor has seen these characters, so
-        there the sample metrics are only comparable with each other).
+        the reported characters; their sample metrics are judged by a feature
+        extractor trained on the training split's characters only, which never saw
+        them — until 2026-12-01 the judge was the background one, which had).
     """
     checkpoint: tuple = ()
     method_names: tuple = ()

@@ -86,7 +86,8 @@ def define_flags(flag_values=flags.FLAGS):
          "default: each run's own), or one entry per checkpoint separated by '|'")
     _STR("split", d.split, "characters evaluated: evaluation (reported numbers) or "
          "validation (background characters held out of the generators' training split: "
-         "for choosing settings)")
+         "for choosing settings; judged by a feature extractor trained on the training "
+         "split only)")
 
 
 def log(message):

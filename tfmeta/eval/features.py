@@ -315,9 +315,13 @@ def train_feature_extractor(class_images, epochs, seed, *, split, batch_size=128
 
 
 def get_feature_extractor(image_size=28, epochs=6, seed=0, data_dir=None, cache_dir=None,
-                          log_fn=None, **train_kwargs):
-    """The cached extractor for this config, trained on Omniglot background if missing.
+                          log_fn=None, split="background", validation_classes=100,
+                          **train_kwargs):
+    """The cached extractor for this config, trained on Omniglot `split` if missing.
 
+    split: "background" (every background character) or "train" (the background
+    characters less the `validation_classes` held out for validation: a judge of the
+    validation characters that never saw them; its key differs by split and class count).
     The cache file is `<cache_dir>/feature_extractor/<config key>` (see
     `resolve_cache_dir`), so evaluation runs with the same config never retrain.
     """
@@ -326,18 +330,19 @@ def get_feature_extractor(image_size=28, epochs=6, seed=0, data_dir=None, cache_
     config_kwargs = {k: v for k, v in train_kwargs.items()
                      if k in {f.name for f in dataclasses.fields(FeatureExtractorConfig)}}
     config = FeatureExtractorConfig(image_size=image_size, epochs=epochs, seed=seed,
-                                    split="background", **config_kwargs)
+                                    split=split, **config_kwargs).validate()
     path = os.path.join(resolve_cache_dir(cache_dir), "feature_extractor", config.key())
     if os.path.exists(path + ".json") and os.path.exists(path + ".weights.h5"):
         return FeatureExtractor.load(path)
-    class_images = load_class_images("omniglot", "background", image_size=image_size,
+    held = {"validation_classes": validation_classes} if split == "train" else {}
+    class_images = load_class_images("omniglot", split, image_size=image_size,
                                      data_dir=data_dir, cache_dir=cache_dir,
-                                     channels=config.channels)
+                                     channels=config.channels, **held)
     extractor = train_feature_extractor(
-        class_images, epochs, seed, split="background", log_fn=log_fn,
+        class_images, epochs, seed, split=split, log_fn=log_fn,
         **{k: v for k, v in train_kwargs.items() if k not in ("channels", "num_classes")})
     if extractor.config.key() != config.key():
-        raise DataError("background split has an unexpected shape (config mismatch "
+        raise DataError(f"{split} split has an unexpected shape (config mismatch "
                         f"{extractor.config} vs {config}); clear the data cache")
     extractor.save(path)
     return extractor

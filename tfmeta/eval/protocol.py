@@ -101,6 +101,17 @@ def _unseen_characters(config, methods):
                               **data).class_names)
 
 
+def _judge_settings(config, eval_images, seen_names):
+    """The feature extractor's training split: the background characters for the
+    evaluation split; for "validation", the training split's characters only, so that
+    the judge of the validation characters never saw them (trained on them, it reads
+    every sample of theirs as consistent)."""
+    if config.split == "validation":
+        return {"split": "train", "validation_classes": eval_images.num_classes,
+                "num_classes": len(seen_names)}
+    return {"split": "background", "num_classes": config.extractor_num_classes}
+
+
 def _sample_metrics_by_k(config, eval_images, methods, extractor, log):
     """{str(k): sample_metrics(...)} for every k of `config.metrics_k_shot`."""
     from tfmeta import eval as eval_lib
@@ -133,8 +144,8 @@ def run_evaluation(config, log=print):
     eval_images, seen_names = _unseen_characters(config, methods)
     extractor = eval_lib.get_feature_extractor(
         config.image_size, config.extractor_epochs, data_dir=config.data_dir,
-        cache_dir=config.cache_dir, log_fn=log, num_classes=config.extractor_num_classes,
-        augment=config.extractor_augment)
+        cache_dir=config.cache_dir, log_fn=log, augment=config.extractor_augment,
+        **_judge_settings(config, eval_images, seen_names))
     log(f"[eval] methods: {', '.join(methods)}")
     results = eval_lib.augmentation_accuracy(
         eval_images, methods, split=config.split, num_characters=config.num_characters,
