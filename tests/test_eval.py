@@ -181,6 +181,26 @@ def test_traditional_augmentation_seeded_and_small():
     assert elastic.shape == (3, 28, 28, 1)
 
 
+def test_with_jitter_jitters_every_generated_image_once():
+    support = synthetic_class_images(num_classes=1, per_class=5, size=28).images
+    # A generator of ten distinct images (shifted supports), seeded.
+    def generate(images, num, seed):
+        rolled = [np.roll(images[i % len(images)], i // len(images) + seed % 3, axis=1)
+                  for i in range(num)]
+        return np.stack(rolled) if num else images[:0]
+    generated = generate(support, 10, 4)
+    assert len({g.tobytes() for g in generated}) == 10
+    identity = baselines.with_jitter(generate, max_shift=0.0, max_rotation_deg=0.0,
+                                     scale_range=(1.0, 1.0))(support, 10, 4)
+    assert np.array_equal(identity, generated)  # all ten kept, in order, none repeated
+    jittered = baselines.with_jitter(generate)(support, 10, 4)
+    assert jittered.shape == generated.shape and not np.array_equal(jittered, generated)
+    assert np.array_equal(jittered, baselines.with_jitter(generate)(support, 10, 4))
+    assert np.mean([np.abs(j.astype(int) - g).mean() for j, g in zip(jittered, generated)]) \
+        < 40
+    assert baselines.with_jitter(generate)(support, 0, 4).shape == (0, 28, 28, 1)
+
+
 # ---------------------------------------------------------------- augmentation protocol
 
 def _small_protocol(data, **kwargs):

@@ -99,8 +99,6 @@ def traditional_augmentation(support_images, num, seed, *, max_shift=2.0,
 
     Returns: uint8 `[num, H, W, C]` (bilinear resampling, zero = background fill).
     """
-    import keras
-
     support_images = _check_support(support_images)
     if num < 0:
         raise ConfigError(f"num must be >= 0; got {num}")
@@ -109,6 +107,16 @@ def traditional_augmentation(support_images, num, seed, *, max_shift=2.0,
         return np.zeros((0,) + support_images.shape[1:], np.uint8)
     rng = np.random.default_rng(seed)
     sources = support_images[rng.integers(0, support_images.shape[0], num)]
+    return _jitter(sources, rng, max_shift, max_rotation_deg, scale_range, elastic_alpha,
+                   elastic_sigma, match_ink)
+
+
+def _jitter(sources, rng, max_shift, max_rotation_deg, scale_range, elastic_alpha,
+            elastic_sigma, match_ink):
+    """Each of uint8 `sources [N, H, W, C]` jittered once, in order (parameters from `rng`)."""
+    import keras
+
+    num, height, width, _ = sources.shape
     transforms = affine_transforms(rng, num, height, width, max_shift,
                                     max_rotation_deg, scale_range)
     images = keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
@@ -127,12 +135,16 @@ def make_traditional_augmentation(**params):
     return functools.partial(traditional_augmentation, **params)
 
 
-def _jitter_after(generate_fn, support_images, num, seed, **params):
+def _jitter_after(generate_fn, support_images, num, seed, *, max_shift=2.0,
+                  max_rotation_deg=10.0, scale_range=(0.9, 1.1), elastic_alpha=0.0,
+                  elastic_sigma=3.0, match_ink=False):
     generated = np.asarray(generate_fn(support_images, num, seed))
     if generated.shape[0] == 0:
         return generated
-    return traditional_augmentation(generated, generated.shape[0],
-                                    _sample_seed(seed, 1), **params)
+    # Every generated image jittered exactly once (not sources drawn with replacement,
+    # which kept ~65% of ten distinct drawings).
+    return _jitter(generated, np.random.default_rng(_sample_seed(seed, 1)), max_shift,
+                   max_rotation_deg, scale_range, elastic_alpha, elastic_sigma, match_ink)
 
 
 def with_jitter(generate_fn, **params):
