@@ -80,20 +80,20 @@ def _elastic(images, rng, alpha, sigma):
     return out
 
 
-def traditional_augmentation(support_images, num, seed, *, max_shift=2.0,
-                             max_rotation_deg=10.0, scale_range=(0.9, 1.1),
-                             elastic_alpha=0.0, elastic_sigma=3.0, match_ink=False):
+def traditional_augmentation(support_images, num, seed, **jitter):
     """Random affine jitter of randomly chosen support images (a generate_fn).
 
     Args:
       support_images: uint8 `[K, H, W, C]`.
       num: number of images to make; seed: int, the only source of randomness
         (`numpy.random.default_rng(seed)` picks sources and parameters).
-      max_shift: px, uniform in [-max_shift, max_shift] per axis.
-      max_rotation_deg: uniform rotation in degrees about the centre.
-      scale_range: uniform isotropic scale about the centre.
-      elastic_alpha: max elastic displacement in px (0 = off); elastic_sigma: smoothing.
-      match_ink: give each result its source drawing's ink values, rank for rank
+      jitter: keywords (defaults in brackets):
+      max_shift [2.0]: px, uniform in [-max_shift, max_shift] per axis.
+      max_rotation_deg [10.0]: uniform rotation in degrees about the centre.
+      scale_range [(0.9, 1.1)]: uniform isotropic scale about the centre.
+      elastic_alpha [0.0]: max elastic displacement in px (0 = off); elastic_sigma
+        [3.0]: smoothing.
+      match_ink [False]: give each result its source drawing's ink values, rank for rank
         (`tfmeta.models.warp.match_intensities`), undoing the softening of bilinear
         resampling (the warp generator's rendering, applied to jitter).
 
@@ -102,18 +102,17 @@ def traditional_augmentation(support_images, num, seed, *, max_shift=2.0,
     support_images = _check_support(support_images)
     if num < 0:
         raise ConfigError(f"num must be >= 0; got {num}")
-    _, height, width, _ = support_images.shape
     if num == 0:
         return np.zeros((0,) + support_images.shape[1:], np.uint8)
     rng = np.random.default_rng(seed)
     sources = support_images[rng.integers(0, support_images.shape[0], num)]
-    return _jitter(sources, rng, max_shift, max_rotation_deg, scale_range, elastic_alpha,
-                   elastic_sigma, match_ink)
+    return _jitter(sources, rng, **jitter)
 
 
-def _jitter(sources, rng, max_shift, max_rotation_deg, scale_range, elastic_alpha,
-            elastic_sigma, match_ink):
-    """Each of uint8 `sources [N, H, W, C]` jittered once, in order (parameters from `rng`)."""
+def _jitter(sources, rng, *, max_shift=2.0, max_rotation_deg=10.0, scale_range=(0.9, 1.1),
+            elastic_alpha=0.0, elastic_sigma=3.0, match_ink=False):
+    """Each of uint8 `sources [N, H, W, C]` jittered once, in order (parameters from `rng`;
+    see `traditional_augmentation`)."""
     import keras
 
     num, height, width, _ = sources.shape
@@ -135,16 +134,13 @@ def make_traditional_augmentation(**params):
     return functools.partial(traditional_augmentation, **params)
 
 
-def _jitter_after(generate_fn, support_images, num, seed, *, max_shift=2.0,
-                  max_rotation_deg=10.0, scale_range=(0.9, 1.1), elastic_alpha=0.0,
-                  elastic_sigma=3.0, match_ink=False):
+def _jitter_after(generate_fn, support_images, num, seed, **jitter):
     generated = np.asarray(generate_fn(support_images, num, seed))
     if generated.shape[0] == 0:
         return generated
     # Every generated image jittered exactly once (not sources drawn with replacement,
     # which kept ~65% of ten distinct drawings).
-    return _jitter(generated, np.random.default_rng(_sample_seed(seed, 1)), max_shift,
-                   max_rotation_deg, scale_range, elastic_alpha, elastic_sigma, match_ink)
+    return _jitter(generated, np.random.default_rng(_sample_seed(seed, 1)), **jitter)
 
 
 def with_jitter(generate_fn, **params):
