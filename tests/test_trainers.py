@@ -18,7 +18,7 @@ GEN_CONFIGS = ["configs/tiny_gan.cfg", "configs/omniglot_vae_cavia.cfg", "config
                "configs/omniglot_cgan.cfg", "configs/omniglot_figr.cfg",
                "configs/omniglot_maml_gan.cfg", "configs/omniglot_vae_searched.cfg",
                "configs/omniglot_warp.cfg", "configs/omniglot_vae_demo.cfg",
-               "configs/tiny_warp.cfg"]
+               "configs/tiny_warp.cfg", "configs/omniglot_warp_z8.cfg"]
 FEWSHOT_CONFIGS = ["configs/tiny_fewshot.cfg", "configs/omniglot_protonet_5w1s.cfg",
                    "configs/omniglot_maml_5w1s.cfg", "configs/omniglot_protonet_20w1s.cfg",
                    "configs/omniglot_maml_20w1s.cfg", "configs/vinyals_protonet_1shot.cfg",
