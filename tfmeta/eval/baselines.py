@@ -138,6 +138,7 @@ def _jitter_after(generate_fn, support_images, num, seed, **jitter):
     generated = np.asarray(generate_fn(support_images, num, seed))
     if generated.shape[0] == 0:
         return generated
+    generated = _check_support(generated)   # uint8 [G, H, W, C], as the contract says
     # Every generated image jittered exactly once (not sources drawn with replacement,
     # which kept ~65% of ten distinct drawings).
     return _jitter(generated, np.random.default_rng(_sample_seed(seed, 1)), **jitter)
