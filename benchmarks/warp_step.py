@@ -1,22 +1,31 @@
 """Seconds and GFLOP/s per meta-step of the warp generator (configs/omniglot_warp.cfg).
 
-Setting: `warp28` with a 32-d support context, FOMAML with 1 inner Adam step on the
-context (CAVIA), meta-batch 8 characters of K = 5 support + 10 query drawings (28x28x1,
-synthetic data of Omniglot's shape). Prints the machine's peak (benchmarks.flops, all
-cores, fresh process) and
+Setting: the model and meta-learner of --config (default configs/omniglot_warp.cfg:
+`warp28`, 4-d warp code, 32-d support context, FOMAML with 1 inner Adam step on the
+context, CAVIA), meta-batch 8 characters of K = 5 support + 10 query drawings (28x28x1,
+synthetic data of Omniglot's shape); --meta_batch_size, --inner_steps and --preset
+override the config's. Prints the machine's peak (benchmarks.flops, all cores, fresh
+process) and
 
     config=warp_fomaml_context ... seconds_per_meta_iter=<median> gflop_per_meta_iter=<x>
         achieved_gflops_per_s=<x> fraction_of_conv_peak=<x> ...
 
-    python -m benchmarks.warp_step [--repeats 20] [--meta_batch_size 8] [--threads 0]
+    python -m benchmarks.warp_step [--config configs/omniglot_warp.cfg] [--repeats 20]
+        [--meta_batch_size 8] [--threads 0]
 """
 
 import argparse
+import os
 import resource
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=os.path.join(ROOT, "configs", "omniglot_warp.cfg"),
+                        help="trainers.meta_gan flagfile of the warp model (nested "
+                             "flagfiles are read relative to the working directory)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--meta_batch_size", type=int, default=8)
     parser.add_argument("--inner_steps", type=int, default=1)
@@ -30,15 +39,14 @@ def main(argv=None):
 
     from tfmeta import config as cfg
     from tfmeta import runtime
-    k_shot, k_query = 5, 10
-    config = cfg.GenerationConfig(
-        model="warp", preset=args.preset, context_dim=32, adapt_scope="context",
-        task=cfg.TaskConfig(n_way=1, k_shot=k_shot, k_query=k_query,
-                            meta_batch_size=args.meta_batch_size),
-        inner=cfg.InnerConfig(num_steps=args.inner_steps, lr=0.05, optimizer="adam"),
-        outer=cfg.OuterConfig(algorithm="fomaml", meta_lr=1e-3),
-        train=cfg.TrainConfig(threads=args.threads,
-                              parallel_tasks=args.parallel_tasks)).validate()
+    from trainers import common
+    config = common.parse_config(cfg.GenerationConfig(), [
+        "prog", f"--flagfile={args.config}", f"--preset={args.preset}",
+        f"--meta_batch_size={args.meta_batch_size}", f"--inner_steps={args.inner_steps}",
+        f"--threads={args.threads}", f"--parallel_tasks={args.parallel_tasks}"])
+    if config.model != "warp":
+        parser.error(f"--config {args.config} is not a warp model (--model={config.model})")
+    k_shot, k_query = config.task.k_shot, config.task.k_query
     plan = runtime.task_threads_for(config)
     runtime.configure(intra_op_threads=plan.intra_op_threads,
                       inter_op_threads=plan.inter_op_threads, onednn=bool(args.onednn))
@@ -61,7 +69,8 @@ def main(argv=None):
         lambda step: float(learner.meta_step(support, query, step)["meta_grad_norm"]),
         args.repeats)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"config=warp_fomaml_context preset={args.preset} "
+    print(f"config=warp_{config.outer.algorithm}_{config.adapt_scope} preset={config.preset} "
+          f"latent_dim={config.latent_dim} "
           f"meta_batch_size={args.meta_batch_size} inner_steps={args.inner_steps} "
           f"seconds_per_meta_iter={np.median(times):.4f} compile_seconds={compile_s:.2f} "
           f"peak_rss_mb={peak_mb:.0f} "
