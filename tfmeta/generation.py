@@ -29,7 +29,7 @@ Zintgraf et al. 2019, arXiv:1810.03642) while the weights are meta-learned.
 
 import json
 import os
-import re
+import tempfile
 
 import keras
 import numpy as np
@@ -542,7 +542,8 @@ def restore_model(checkpoint, sampling=None):
         if status is not None:
             status.expect_partial()   # no second warning about the unrestored values
         raise ConfigError(f"{workdir}: checkpoint {os.path.basename(prefix)} does not match "
-                          f"the model that its config.json describes ({_mismatch(e)}); was "
+                          f"the model that its config.json describes "
+                          f"({_mismatch(ckpt, learner.trackables(), prefix, e)}); was "
                           "config.json edited or the checkpoint copied from another run?"
                           ) from None
     status.expect_partial()   # optimiser slots the rebuilt learner has not created yet
@@ -558,14 +559,34 @@ def restore_model(checkpoint, sampling=None):
     return config, model, learner
 
 
-def _mismatch(error):
-    """One line naming what a failed restore could not match."""
-    text = " ".join(str(error).split())
-    names = re.findall(r"name=([^\s,>]+)", text) or re.findall(r"'([^']+):0'", text)
-    if names:
-        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-        return "unmatched: " + ", ".join(names[:3]) + more
-    return text[:300]
+def _mismatch(ckpt, trackables, prefix, error):
+    """One line naming what the checkpoint at `prefix` lacks, or holds in another shape,
+    of what `ckpt` (over the learner's `trackables`) expects: the learner's variables by
+    name, first. Read from both sides' variable lists, so it is the same every time (TF's
+    own message shows ten arbitrary objects)."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            expected = dict(tf.train.list_variables(ckpt.write(os.path.join(tmp, "x"))))
+        found = dict(tf.train.list_variables(prefix))
+    except (ValueError, tf.errors.OpError):
+        return " ".join(str(error).split())[:300]
+
+    def describe(key):   # (is not a learner variable, index, name)
+        parts = key.split("/")
+        group = trackables.get(parts[0])
+        if (isinstance(group, (list, tuple)) and len(parts) > 1 and parts[1].isdigit()
+                and int(parts[1]) < len(group)):
+            var = group[int(parts[1])]
+            return (0, int(parts[1]), getattr(var, "path", None) or var.name)
+        return (1, 0, key.replace("/.ATTRIBUTES/VARIABLE_VALUE", ""))
+
+    problems = sorted([(*describe(k), "") for k in expected if k not in found]
+                      + [(*describe(k), f" (checkpoint {found[k]}, model {expected[k]})")
+                         for k in expected if k in found and found[k] != expected[k]])
+    if not problems:
+        return " ".join(str(error).split())[:300]
+    more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+    return "unmatched: " + ", ".join(name + shapes for _, _, name, shapes in problems[:3]) + more
 
 
 # ---- fitted priors (ex-post density estimation, tfmeta.models.fitted_prior) ---------------
