@@ -4,8 +4,8 @@ Setting: the model and meta-learner of --config (default configs/omniglot_warp.c
 `warp28`, 4-d warp code, 32-d support context, FOMAML with 1 inner Adam step on the
 context, CAVIA), meta-batch 8 characters of K = 5 support + 10 query drawings (28x28x1,
 synthetic data of Omniglot's shape); --meta_batch_size, --inner_steps and --preset,
-when given, override the config's. Prints the machine's peak (benchmarks.flops, all cores, fresh
-process) and
+when given, override the config's. Prints the machine's peak (benchmarks.flops, all
+cores, fresh process) and
 
     config=warp_fomaml_context ... seconds_per_meta_iter=<median> gflop_per_meta_iter=<x>
         achieved_gflops_per_s=<x> fraction_of_conv_peak=<x> ...

@@ -564,12 +564,13 @@ def _mismatch(ckpt, trackables, prefix, error):
     of what `ckpt` (over the learner's `trackables`) expects: the learner's variables by
     name, first. Read from both sides' variable lists, so it is the same every time (TF's
     own message shows ten arbitrary objects)."""
+    fallback = " ".join(str(error).split())[:300]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             expected = dict(tf.train.list_variables(ckpt.write(os.path.join(tmp, "x"))))
         found = dict(tf.train.list_variables(prefix))
     except (ValueError, tf.errors.OpError):
-        return " ".join(str(error).split())[:300]
+        return fallback
 
     def describe(key):   # (is not a learner variable, index, name)
         parts = key.split("/")
@@ -584,7 +585,7 @@ def _mismatch(ckpt, trackables, prefix, error):
                       + [(*describe(k), f" (checkpoint {found[k]}, model {expected[k]})")
                          for k in expected if k in found and found[k] != expected[k]])
     if not problems:
-        return " ".join(str(error).split())[:300]
+        return fallback
     more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
     return "unmatched: " + ", ".join(name + shapes for _, _, name, shapes in problems[:3]) + more
 
