@@ -1,6 +1,8 @@
 """The warp generator family: resampling, identity at init, the warp ELBO against a
 hand-written reference, pair selection, seeded sampling and its errors."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -9,7 +11,8 @@ import tensorflow as tf
 from tfmeta import config as cfg
 from tfmeta import generation, losses
 from tfmeta.errors import ConfigError, DataError
-from tfmeta.models.warp import WarpGenerator, bilinear_resample, identity_grid
+from tfmeta.models.warp import (WarpGenerator, bilinear_resample, identity_grid,
+                                 match_intensities)
 
 
 def _images(n, seed=0, size=28):
@@ -55,6 +58,73 @@ def test_bilinear_resample_coordinate_gradient_matches_finite_differences():
         numeric_c = (f(rows, cols + delta) - f(rows, cols - delta)) / (2 * eps)
         assert float(grad_rows[index]) == pytest.approx(float(numeric_r), rel=1e-5, abs=1e-8)
         assert float(grad_cols[index]) == pytest.approx(float(numeric_c), rel=1e-5, abs=1e-8)
+
+
+def _stroke(length, width=2, size=28):
+    """A horizontal pen stroke in [-1, 1]: `width` rows of full ink, soft edges."""
+    image = np.full((size, size), -1.0, np.float32)
+    top, left = size // 2 - width // 2, (size - length) // 2
+    image[top:top + width, left:left + length] = 1.0
+    image[top - 1, left:left + length] = image[top + width, left:left + length] = -0.2
+    return image[None, :, :, None]
+
+
+def _ink_pixels(image):
+    return int(np.sum(image > 0))
+
+
+def test_match_intensities_takes_the_reference_histogram_in_the_image_order():
+    image, reference = _images(2, seed=1), _images(2, seed=2)
+    out = match_intensities(image, reference).numpy()
+    for i in range(2):
+        np.testing.assert_array_equal(np.sort(out[i].ravel()), np.sort(reference[i].ravel()))
+        order = np.argsort(image[i].ravel(), kind="stable")
+        assert np.all(np.diff(out[i].ravel()[order]) >= 0)
+    # A power whose factor is 1 (equal ink mass) gives the same histogram.
+    same_mass = match_intensities(reference, reference, ink_area_power=0.5).numpy()
+    np.testing.assert_allclose(same_mass, reference, atol=1e-6)
+
+
+def test_ink_area_power_keeps_the_pen_width_of_a_shrunk_stroke():
+    """A 20-px stroke shrunk to half its size by bilinear resampling (a quarter of the
+    area): with power 0 it gets the source's ink-pixel count (a stroke as long as the
+    shrunk one but twice as thick); with 0.5 about half the count (the source's width,
+    half the length); with 1 a quarter (half the width), bounded below at a half. Ink
+    values stay the source's."""
+    source = _stroke(20)
+    rows, cols = identity_grid(28, 28)
+    # The output pixel y reads the source at 14 + 2 (y - 14): a shrink by 2 about the centre.
+    # Ink in [0, 1] is resampled, as WarpGenerator.warp does.
+    shrunk = bilinear_resample((source + 1.0) / 2.0, (14.0 + 2.0 * (rows - 14.0))[None],
+                               (14.0 + 2.0 * (cols - 14.0))[None]).numpy() * 2.0 - 1.0
+    assert abs((shrunk + 1).sum() - (source + 1).sum() / 4) < 2.0
+    count = _ink_pixels(source)
+    assert count == 40
+    keep = match_intensities(shrunk, source).numpy()
+    pen = match_intensities(shrunk, source, ink_area_power=0.5).numpy()
+    width = match_intensities(shrunk, source, ink_area_power=1.0).numpy()
+    assert _ink_pixels(keep) == count
+    assert abs(_ink_pixels(pen) - count / 2) <= 2
+    assert _ink_pixels(width) == count // 2      # factor 1/4, clipped to 1/2
+    for out in (keep, pen, width):
+        assert out.max() == source.max() and out.min() == source.min()
+    # The ink of the 0.5 rendering is 2 rows thick, like the source's, and half as long.
+    rows_with_ink = np.flatnonzero((pen[0, :, :, 0] > 0).any(1))
+    cols_with_ink = np.flatnonzero((pen[0, :, :, 0] > 0).any(0))
+    assert len(rows_with_ink) <= 3 and 9 <= len(cols_with_ink) <= 11
+    # An all-dark image (no ink mass) gets the bound too, not NaN.
+    empty = match_intensities(np.full_like(source, -1.0), source, ink_area_power=1.0).numpy()
+    assert _ink_pixels(empty) == count // 2
+
+
+def test_ink_area_power_is_a_sampling_setting_that_needs_match_ink():
+    config = cfg.GenerationConfig(model="warp", preset="warp28", match_ink=True,
+                                  ink_area_power=0.5).validate()
+    assert generation.parse_sampling("ink_area_power=1") == {"ink_area_power": 1.0}
+    with pytest.raises(ConfigError, match="--ink_area_power needs --match_ink"):
+        cfg.GenerationConfig(model="warp", preset="warp28", ink_area_power=0.5).validate()
+    with pytest.raises(ConfigError, match="must be in"):
+        dataclasses.replace(config, ink_area_power=-1.0).validate()
 
 
 @pytest.mark.parametrize("flow_stride", [4, 2])

@@ -405,6 +405,11 @@ class GenerationConfig:
       match_ink: warp generators: samples carry their source drawing's ink values
         (rank-matched, tfmeta.models.warp.match_intensities), undoing the softening of
         bilinear resampling.
+      ink_area_power: warp generators with match_ink: the number of ink pixels follows
+        the warp's change of the drawing's ink area raised to this power (0: the
+        source's count, so strokes thicken where a warp shrinks the drawing; 0.5: the
+        pen width is kept under even scaling; 1: the width scales too; see
+        tfmeta.models.warp.match_intensities).
       prior_components: warp generators: after meta-training, fit a mixture of this
         many full-covariance Gaussians p(z | source, context) to the posterior codes of
         real pairs of training drawings (tfmeta.generation.fit_prior; 0 = off) and
@@ -449,6 +454,7 @@ class GenerationConfig:
     warp_smoothness: float = 0.0
     ink_weight: float = 0.0
     match_ink: bool = False
+    ink_area_power: float = 0.0
     pair_scale_low: float = 0.0
     pair_scale_high: float = 1.0
     rerank: int = 1
@@ -531,6 +537,9 @@ class GenerationConfig:
         _check(self.model == "warp" or not (self.warp_smoothness or self.ink_weight),
                "--warp_smoothness/--ink_weight need --model=warp")
         _check(self.model == "warp" or not self.match_ink, "--match_ink needs --model=warp")
+        _check(0 <= self.ink_area_power <= 2,
+               f"--ink_area_power must be in [0, 2], got {self.ink_area_power}")
+        _check(self.match_ink or not self.ink_area_power, "--ink_area_power needs --match_ink")
         _check(0 <= self.pair_scale_low <= self.pair_scale_high,
                "--pair_scale_low/--pair_scale_high must satisfy 0 <= low <= high")
         _check(self.rerank >= 1, f"--rerank must be >= 1 (1: off), got {self.rerank}")

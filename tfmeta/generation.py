@@ -343,8 +343,11 @@ class GenerativeModel:
         return self._rendered(out, source), index
 
     def _rendered(self, warped, source):
-        """With `match_ink`, the warped drawing carries its source's ink values."""
-        return warp_lib.match_intensities(warped, source) if self.config.match_ink else warped
+        """With `match_ink`, the warped drawing carries its source's ink values (and, with
+        `ink_area_power`, an ink-pixel count that follows the warp's change of size)."""
+        if not self.config.match_ink:
+            return warped
+        return warp_lib.match_intensities(warped, source, self.config.ink_area_power)
 
     def _gan_terms(self, batch, seed):
         real = batch["images"]
@@ -473,8 +476,8 @@ def _resolve_workdir(checkpoint):
 # Fields of GenerationConfig that only change how a trained generator samples (never its
 # variables or training): a restored model can be sampled with other values.
 SAMPLING_FIELDS = ("warp_sampling", "temperature", "prior_temperature", "pair_scale_low",
-                   "pair_scale_high", "rerank", "match_ink", "fitted_prior", "copy_guard",
-                   "outlier_guard", "source_weighting")
+                   "pair_scale_high", "rerank", "match_ink", "ink_area_power", "fitted_prior",
+                   "copy_guard", "outlier_guard", "source_weighting")
 
 
 def parse_sampling(text):
