@@ -19,7 +19,7 @@ GEN_CONFIGS = ["configs/tiny_gan.cfg", "configs/omniglot_vae_cavia.cfg", "config
                "configs/omniglot_maml_gan.cfg", "configs/omniglot_vae_searched.cfg",
                "configs/omniglot_warp.cfg", "configs/omniglot_vae_demo.cfg",
                "configs/tiny_warp.cfg", "configs/omniglot_warp_z8.cfg",
-               "configs/omniglot_warp_z16.cfg", "configs/omniglot_warp_z2.cfg"]
+               "configs/omniglot_warp_z16.cfg", "configs/omniglot_warp_z4.cfg"]
 FEWSHOT_CONFIGS = ["configs/tiny_fewshot.cfg", "configs/omniglot_protonet_5w1s.cfg",
                    "configs/omniglot_maml_5w1s.cfg", "configs/omniglot_protonet_20w1s.cfg",
                    "configs/omniglot_maml_20w1s.cfg", "configs/vinyals_protonet_1shot.cfg",
@@ -68,7 +68,8 @@ def test_demo_is_the_headline_generator_trained_shorter(monkeypatch):
     shorter = dataclasses.replace(headline.train, num_steps=1600, eval_every=1000)
     assert dataclasses.replace(headline, train=shorter) == demo
     assert (demo.warp_sampling, demo.prior_temperature, demo.prior_components,
-            demo.copy_guard, demo.latent_dim) == ("prior", 1.0, 8, 1.0, 4)
+            demo.copy_guard, demo.latent_dim, demo.ink_area_power) == ("prior", 1.8, 8, 1.0, 2,
+                                                                       0.5)
 
 
 @pytest.mark.parametrize("path", FEWSHOT_CONFIGS)
