@@ -29,7 +29,6 @@ Zintgraf et al. 2019, arXiv:1810.03642) while the weights are meta-learned.
 
 import json
 import os
-import tempfile
 
 import keras
 import numpy as np
@@ -546,7 +545,7 @@ def restore_model(checkpoint, sampling=None):
             status.expect_partial()   # no second warning about the unrestored values
         raise ConfigError(f"{workdir}: checkpoint {os.path.basename(prefix)} does not match "
                           f"the model that its config.json describes "
-                          f"({_mismatch(ckpt, learner.trackables(), prefix, e)}); was "
+                          f"({train_lib.checkpoint_mismatch(ckpt, prefix, e, learner.trackables())}); was "
                           "config.json edited or the checkpoint copied from another run?"
                           ) from None
     status.expect_partial()   # optimiser slots the rebuilt learner has not created yet
@@ -560,37 +559,6 @@ def restore_model(checkpoint, sampling=None):
                 "trainers.meta_gan command again (it fits the prior after the last step), "
                 "or sample with --sampling=fitted_prior=false")
     return config, model, learner
-
-
-def _mismatch(ckpt, trackables, prefix, error):
-    """One line naming what the checkpoint at `prefix` lacks, or holds in another shape,
-    of what `ckpt` (over the learner's `trackables`) expects: the learner's variables by
-    name, first. Read from both sides' variable lists, so it is the same every time (TF's
-    own message shows ten arbitrary objects)."""
-    fallback = " ".join(str(error).split())[:300]
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            expected = dict(tf.train.list_variables(ckpt.write(os.path.join(tmp, "x"))))
-        found = dict(tf.train.list_variables(prefix))
-    except (ValueError, tf.errors.OpError):
-        return fallback
-
-    def describe(key):   # (is not a learner variable, index, name)
-        parts = key.split("/")
-        group = trackables.get(parts[0])
-        if (isinstance(group, (list, tuple)) and len(parts) > 1 and parts[1].isdigit()
-                and int(parts[1]) < len(group)):
-            var = group[int(parts[1])]
-            return (0, int(parts[1]), getattr(var, "path", None) or var.name)
-        return (1, 0, key.replace("/.ATTRIBUTES/VARIABLE_VALUE", ""))
-
-    problems = sorted([(*describe(k), "") for k in expected if k not in found]
-                      + [(*describe(k), f" (checkpoint {found[k]}, model {expected[k]})")
-                         for k in expected if k in found and found[k] != expected[k]])
-    if not problems:
-        return fallback
-    more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
-    return "unmatched: " + ", ".join(name + shapes for _, _, name, shapes in problems[:3]) + more
 
 
 # ---- fitted priors (ex-post density estimation, tfmeta.models.fitted_prior) ---------------

@@ -24,7 +24,8 @@ import tensorflow as tf
 from tfmeta import summaries
 from tfmeta.errors import DataError, DivergenceError
 
-__all__ = ["run", "make_checkpoint", "restore_latest", "init_weights", "write_json",
+__all__ = ["run", "make_checkpoint", "restore_latest", "checkpoint_mismatch",
+           "init_weights", "write_json",
            "is_chief", "format_metrics"]
 
 # Learner trackables that are network weights (the rest: optimisers, learned update rules).
@@ -62,24 +63,62 @@ def make_checkpoint(learner, step_var=None, sampler_state_var=None):
     return ckpt, step_var, sampler_state_var
 
 
-def restore_latest(ckpt, directory):
+def restore_latest(ckpt, directory, trackables=None):
     """Restores the latest checkpoint in `directory`; returns its path or None. A
     checkpoint whose saved state does not match (another learner, network or optimiser;
-    e.g. written by an earlier tfmeta) is a DataError naming it and the way to reuse its
-    network weights (--init_from), not a traceback."""
+    e.g. written by an earlier tfmeta) is a DataError naming it, what does not match
+    (`checkpoint_mismatch`; `trackables`: the learner's, for its variables' names) and
+    the way to reuse its network weights (--init_from), not a traceback."""
     latest = tf.train.latest_checkpoint(directory)
     if latest:
+        status = None
         try:
-            ckpt.restore(latest).assert_existing_objects_matched()
+            status = ckpt.restore(latest)
+            status.assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as error:
-            first = str(error).strip().splitlines()[0][:300]
+            if status is not None:
+                status.expect_partial()   # no warnings about the unrestored values at exit
             run_dir = os.path.dirname(os.path.normpath(directory))
             raise DataError(
                 f"cannot resume from {latest!r}: its saved state does not match this "
-                f"run's learner and optimiser ({first}). Use another --workdir; "
-                f"--init_from={run_dir} starts it from that checkpoint's network "
-                "weights") from None
+                f"run's learner and optimiser "
+                f"({checkpoint_mismatch(ckpt, latest, error, trackables)}). Use another "
+                f"--workdir; --init_from={run_dir} starts it from that checkpoint's "
+                "network weights") from None
     return latest
+
+
+def checkpoint_mismatch(ckpt, prefix, error, trackables=None):
+    """One line naming what the checkpoint at `prefix` lacks, or holds in another shape,
+    of what `ckpt` expects (`error`: the failed restore's exception, quoted when the lists
+    show no difference). With the learner's `trackables` (the dict `ckpt` was built
+    over), its variables are named by their own names and come first; other objects by
+    their checkpoint keys. Read from both sides' variable lists, so it is the same every
+    time (TF's own message shows ten arbitrary objects)."""
+    fallback = " ".join(str(error).split())[:300]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            expected = dict(tf.train.list_variables(ckpt.write(os.path.join(tmp, "x"))))
+        found = dict(tf.train.list_variables(prefix))
+    except (ValueError, tf.errors.OpError):
+        return fallback
+
+    def describe(key):   # (is not a learner variable, index, name)
+        parts = key.split("/")
+        group = (trackables or {}).get(parts[0])
+        if (isinstance(group, (list, tuple)) and len(parts) > 1 and parts[1].isdigit()
+                and int(parts[1]) < len(group)):
+            var = group[int(parts[1])]
+            return (0, int(parts[1]), getattr(var, "path", None) or var.name)
+        return (1, 0, key.replace("/.ATTRIBUTES/VARIABLE_VALUE", ""))
+
+    problems = sorted([(*describe(k), "") for k in expected if k not in found]
+                      + [(*describe(k), f" (checkpoint {found[k]}, model {expected[k]})")
+                         for k in expected if k in found and found[k] != expected[k]])
+    if not problems:
+        return fallback
+    more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+    return "unmatched: " + ", ".join(name + shapes for _, _, name, shapes in problems[:3]) + more
 
 
 def init_weights(learner, run_dir):
@@ -129,6 +168,7 @@ class _Checkpoints:
         self.sampler, self.ckpt_dir = sampler, ckpt_dir
         self.chief, self.strategy = chief, strategy
         self.ckpt, self.step_var, self.sampler_state = make_checkpoint(learner)
+        self.trackables = learner.trackables()
         self.manager = None
 
     def resume(self, log):
@@ -136,7 +176,7 @@ class _Checkpoints:
         the manager that saves the next ones."""
         # The order is important: restore variables, optimiser slots and step first, then
         # the sampler state they were saved with, so the task stream continues exactly.
-        latest = restore_latest(self.ckpt, self.ckpt_dir)
+        latest = restore_latest(self.ckpt, self.ckpt_dir, self.trackables)
         if latest:
             self.sampler.set_state(json.loads(self.sampler_state.numpy().decode()))
             log(f"[train] resumed from {latest} at step {int(self.step_var.numpy())}")
