@@ -543,9 +543,9 @@ def restore_model(checkpoint, sampling=None):
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         if status is not None:
             status.expect_partial()   # no second warning about the unrestored values
+        what = train_lib.checkpoint_mismatch(ckpt, prefix, e, learner.trackables())
         raise ConfigError(f"{workdir}: checkpoint {os.path.basename(prefix)} does not match "
-                          f"the model that its config.json describes "
-                          f"({train_lib.checkpoint_mismatch(ckpt, prefix, e, learner.trackables())}); was "
+                          f"the model that its config.json describes ({what}); was "
                           "config.json edited or the checkpoint copied from another run?"
                           ) from None
     status.expect_partial()   # optimiser slots the rebuilt learner has not created yet
