@@ -10,7 +10,7 @@ from fakes import fake_classes
 from tfmeta import config as cfg
 from tfmeta import generation
 from tfmeta.errors import ConfigError
-from tfmeta.models.fitted_prior import FittedPrior
+from tfmeta.models.fitted_prior import FittedPrior, truncated_normal
 
 
 def _random_prior(seed=0, feature_dim=6, latent_dim=3, components=4):
@@ -85,6 +85,51 @@ def test_samples_follow_the_mixture_and_the_temperature_scales_each_component():
                            prior.sample(features[:8], tf.constant([3, 5], tf.int64)).numpy())
 
 
+def test_truncated_normal_is_the_gaussian_inside_the_ball():
+    """Radius 0 is the plain stateless draw; radius rho keeps every vector inside the
+    ball, leaves the draws already inside untouched, and follows the truncated
+    Gaussian's radial law (2-d: P(r < 1 | r < 2) = (1 - e^-1/2) / (1 - e^-2) = 0.455,
+    E[r | r < 2] from the Rayleigh density); seeded."""
+    seed = tf.constant([7, 2], tf.int64)
+    plain = tf.random.stateless_normal([40000, 2], seed).numpy()
+    np.testing.assert_array_equal(truncated_normal([40000, 2], seed, 0.0).numpy(), plain)
+    cut = truncated_normal([40000, 2], seed, 2.0).numpy()
+    radius = np.linalg.norm(cut, axis=1)
+    assert radius.max() <= 2.0 + 1e-5
+    inside = np.linalg.norm(plain, axis=1) <= 2.0
+    assert 0.8 < inside.mean() < 0.9                         # 1 - e^-2 = 0.865 kept
+    np.testing.assert_array_equal(cut[inside], plain[inside])
+    assert np.mean(radius < 1.0) == pytest.approx(0.455, abs=0.01)
+    r = np.linspace(0.0, 2.0, 200001)
+    density = r * np.exp(-r ** 2 / 2)
+    assert radius.mean() == pytest.approx(np.sum(r * density) / np.sum(density), abs=0.01)
+    # The redraws are new directions, not the outside draws scaled in.
+    outside = ~inside
+    cosine = np.sum(cut[outside] * plain[outside], 1) / (radius[outside]
+                                                         * np.linalg.norm(plain[outside], axis=1))
+    assert np.mean(cosine > 0.999) < 0.1
+    again = truncated_normal([40000, 2], seed, 2.0).numpy()
+    np.testing.assert_array_equal(again, cut)
+    other = truncated_normal([40000, 2], tf.constant([7, 3], tf.int64), 2.0).numpy()
+    assert not np.allclose(other, cut)
+
+
+def test_a_truncated_prior_sample_stays_within_rho_standard_deviations():
+    prior, rng = _random_prior(seed=2, components=1)
+    features = rng.normal(size=(2000, 6)).astype(np.float32)
+    _, means, chol = (t.numpy()[:, 0].astype(np.float64) for t in prior.mixture(features))
+    seed = tf.constant([1, 9], tf.int64)
+    for temperature in (1.0, 1.8):
+        z = prior.sample(features, seed, temperature, truncation=1.5).numpy()
+        white = np.linalg.solve(chol, (z - means)[..., None])[..., 0] / temperature
+        norms = np.linalg.norm(white, axis=1)
+        assert norms.max() <= 1.5 + 1e-3 and norms.mean() > 1.0      # 3-d: mean ~1.08
+        plain = prior.sample(features, seed, temperature).numpy()
+        white_plain = np.linalg.solve(chol, (plain - means)[..., None])[..., 0] / temperature
+        assert np.linalg.norm(white_plain, axis=1).max() > 2.5
+    assert generation.parse_sampling("prior_truncation=2") == {"prior_truncation": 2.0}
+
+
 def _warp_model():
     config = cfg.GenerationConfig(model="warp", preset="tiny_warp", context_dim=3,
                                   adapt_scope="context", conditional_prior=True,
@@ -130,6 +175,9 @@ def test_fit_prior_recovers_a_known_conditional_density(monkeypatch):
     ({"model": "warp", "preset": "tiny_warp", "prior_components": -1}, "--prior_components"),
     ({"model": "gan", "preset": "tiny", "prior_components": 2}, "needs --model=warp"),
     ({"model": "warp", "preset": "tiny_warp", "prior_fit_steps": 0}, "--prior_fit_steps"),
+    ({"model": "warp", "preset": "tiny_warp", "prior_truncation": -1.0}, "--prior_truncation"),
+    ({"model": "gan", "preset": "tiny", "prior_truncation": 2.0},
+     "--prior_truncation needs --model=warp"),
 ])
 def test_config_checks_name_the_flag(fields, flag):
     with pytest.raises(ConfigError, match=flag):

@@ -410,6 +410,10 @@ class GenerationConfig:
         source's count, so strokes thicken where a warp shrinks the drawing; 0.5: the
         pen width is kept under even scaling; 1: the width scales too; see
         tfmeta.models.warp.match_intensities).
+      prior_truncation: warp generators: rho > 0 draws the prior's standard-normal
+        noise inside the ball of radius rho (then scaled by prior_temperature): the
+        spread of a high temperature without its farthest draws (0 = off; a
+        truncated Gaussian, tfmeta.models.fitted_prior.truncated_normal).
       prior_components: warp generators: after meta-training, fit a mixture of this
         many full-covariance Gaussians p(z | source, context) to the posterior codes of
         real pairs of training drawings (tfmeta.generation.fit_prior; 0 = off) and
@@ -450,6 +454,7 @@ class GenerationConfig:
     conditional_prior: bool = False
     temperature: float = 1.0
     prior_temperature: float = 1.0
+    prior_truncation: float = 0.0
     warp_sampling: str = "prior"
     warp_smoothness: float = 0.0
     ink_weight: float = 0.0
@@ -528,6 +533,10 @@ class GenerationConfig:
                "--temperature and --prior_temperature must be >= 0")
         _check(self.model == "warp" or self.prior_temperature == 1.0,
                "--prior_temperature needs --model=warp")
+        _check(self.prior_truncation >= 0,
+               f"--prior_truncation must be >= 0 (0: off), got {self.prior_truncation}")
+        _check(self.model == "warp" or not self.prior_truncation,
+               "--prior_truncation needs --model=warp")
         _check(self.model == "warp" or not self.conditional_prior,
                "--conditional_prior needs --model=warp")
         _check(self.model == "warp" or self.temperature == 1.0,

@@ -43,7 +43,7 @@ from tfmeta.meta import (GRADIENT_ALGORITHMS, Objective, adapt as inner_adapt, f
 from tfmeta.meta.common import tf_variable
 from tfmeta.models import presets
 from tfmeta.models import warp as warp_lib
-from tfmeta.models.fitted_prior import FittedPrior
+from tfmeta.models.fitted_prior import FittedPrior, truncated_normal
 
 __all__ = ["GenerativeModel", "build_learner", "split_generation_task", "to_batch",
            "GenerativeModule", "load_generative_module", "adapt", "adapt_and_sample",
@@ -292,6 +292,9 @@ class GenerativeModel:
         "prior": z from the prior p(z | s_i) with its standard deviation times
           `prior_temperature`, the full warp (the run's fitted prior, if it has one
           and `fitted_prior`, with its Cholesky factors times `prior_temperature`);
+          with `prior_truncation` = rho > 0 the standard-normal noise is drawn inside
+          the ball of radius rho (`fitted_prior.truncated_normal`): no draw lands
+          farther than rho * prior_temperature standard deviations out;
         "pairs+prior": the "pairs" warp (z = the posterior mean), then a "prior" warp
           of its result: a new deformation on top of one the supports show.
         With K = 1 there are no pairs and every mode samples as "prior".
@@ -324,10 +327,12 @@ class GenerativeModel:
         def prior_step(images):
             if self.fitted_prior is not None and self.config.fitted_prior:
                 z = self.fitted_prior.sample(self.warp.prior_features(images, c),
-                                             fold_seed(seed, 5), self.config.prior_temperature)
+                                             fold_seed(seed, 5), self.config.prior_temperature,
+                                             self.config.prior_truncation)
             else:
                 mean, logvar = self.warp.prior(images, c)
-                eps = tf.random.stateless_normal([n, self.latent_dim], fold_seed(seed, 5))
+                eps = truncated_normal(
+                    [n, self.latent_dim], fold_seed(seed, 5), self.config.prior_truncation)
                 z = mean + tf.exp(0.5 * logvar) * self.config.prior_temperature * eps
             return self.warp(self._warp_inputs(images, z, c), training=True)
 
@@ -476,6 +481,7 @@ def _resolve_workdir(checkpoint):
 # variables or training): a restored model can be sampled with other values.
 SAMPLING_FIELDS = ("warp_sampling", "temperature", "prior_temperature", "pair_scale_low",
                    "pair_scale_high", "rerank", "match_ink", "ink_area_power", "fitted_prior",
+                   "prior_truncation",
                    "copy_guard", "outlier_guard", "source_weighting")
 
 
