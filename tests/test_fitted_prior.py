@@ -10,7 +10,7 @@ from fakes import fake_classes
 from tfmeta import config as cfg
 from tfmeta import generation
 from tfmeta.errors import ConfigError
-from tfmeta.models.fitted_prior import FittedPrior, truncated_normal
+from tfmeta.models.fitted_prior import FittedPrior, mirrored_pairs, truncated_normal
 
 
 def _random_prior(seed=0, feature_dim=6, latent_dim=3, components=4):
@@ -128,6 +128,55 @@ def test_a_truncated_prior_sample_stays_within_rho_standard_deviations():
         white_plain = np.linalg.solve(chol, (plain - means)[..., None])[..., 0] / temperature
         assert np.linalg.norm(white_plain, axis=1).max() > 2.5
     assert generation.parse_sampling("prior_truncation=2") == {"prior_truncation": 2.0}
+
+
+def test_antithetic_codes_mirror_each_other_about_their_component_mean():
+    """antithetic=True: two codes per row, mean +- T L eps of one component; the first
+    of each pair is the plain draw of the same seed."""
+    prior, rng = _random_prior(seed=3, components=3)
+    features = rng.normal(size=(7, 6)).astype(np.float32)
+    seed = tf.constant([4, 2], tf.int64)
+    plain = prior.sample(features, seed, 1.8, truncation=2.0).numpy()
+    pairs = prior.sample(features, seed, 1.8, truncation=2.0, antithetic=True).numpy()
+    assert pairs.shape == (14, 3)
+    np.testing.assert_allclose(pairs[0::2], plain, rtol=1e-5, atol=1e-6)
+    logits, means, _ = (t.numpy() for t in prior.mixture(features))
+    centre = (pairs[0::2] + pairs[1::2]) / 2.0      # the picked component's mean
+    nearest = np.abs(centre[:, None] - means).max(-1).min(1)
+    assert nearest.max() < 1e-4 and not np.allclose(pairs[0::2], pairs[1::2])
+    np.testing.assert_array_equal(mirrored_pairs(tf.constant([[1.0, -2.0], [3.0, 0.5]])),
+                                  [[1.0, -2.0], [-1.0, 2.0], [3.0, 0.5], [-3.0, -0.5]])
+
+
+def test_antithetic_warp_samples_share_a_source_and_mirror_their_noise(monkeypatch):
+    """GenerativeModel with antithetic (learned prior): candidates 2i and 2i + 1 warp the
+    same support with codes symmetric about the prior mean; an odd count works; the
+    config refuses it outside "prior" sampling."""
+    config = cfg.GenerationConfig(model="warp", preset="tiny_warp", context_dim=3,
+                                  adapt_scope="context", conditional_prior=True,
+                                  antithetic=True, prior_temperature=1.5,
+                                  outer=cfg.OuterConfig(algorithm="fomaml")).validate()
+    model = generation.GenerativeModel(config, seed=0)
+    seen = {}
+
+    def record(source, z, c):
+        seen["source"], seen["z"], seen["c"] = source, z, c
+        return (source, z) if c is None else (source, z, c)
+
+    monkeypatch.setattr(model, "_warp_inputs", record)
+    support = tf.constant(fake_classes().images_of(0)[:4].astype(np.float32) / 127.5 - 1.0)
+    images, index = model._warp_candidates(5, tf.constant([1, 2], tf.int64), support)
+    assert images.shape[0] == 5 and seen["z"].shape[0] == 5
+    index = index.numpy()
+    assert index[0] == index[1] and index[2] == index[3]
+    mean, _ = model.warp.prior(seen["source"], seen["c"])
+    centre = (seen["z"][0:4:2] + seen["z"][1:4:2]) / 2.0
+    np.testing.assert_allclose(centre.numpy(), mean.numpy()[0:4:2], atol=1e-5)
+    assert not np.allclose(seen["z"][0].numpy(), seen["z"][1].numpy())
+    with pytest.raises(ConfigError, match="--antithetic needs"):
+        cfg.GenerationConfig(model="warp", preset="tiny_warp", antithetic=True,
+                             warp_sampling="pairs").validate()
+    assert generation.parse_sampling("antithetic=true") == {"antithetic": True}
 
 
 def _warp_model():

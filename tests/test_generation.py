@@ -209,8 +209,9 @@ def test_warp_generator_exports_with_supports_and_serves_any_support_set(tmp_pat
 def test_fitted_prior_is_saved_restored_sampled_and_exported(tmp_path):
     """--prior_components: fitted once per checkpoint beside it, restored with the model,
     used by prior draws (seeded; fitted_prior=false draws the learned prior) and carried
-    by the SavedModel (with the copy guard, the pen width and the truncated draws in
-    the graph); a run configured with one but missing it is a clear error."""
+    by the SavedModel (with the copy guard, the pen width and the truncated,
+    antithetic draws in the graph); a run configured with one but missing it is a clear
+    error."""
     import os
     from export import export_saved_model as ex
     from export.serving_module import build_serving_archive
@@ -218,7 +219,7 @@ def test_fitted_prior_is_saved_restored_sampled_and_exported(tmp_path):
         _config(tmp_path / "run", model="warp", algorithm="fomaml", context_dim=4,
                 scope="context", steps=2),
         conditional_prior=True, match_ink=True, ink_area_power=0.5, warp_sampling="prior",
-        prior_truncation=2.0, prior_components=2, prior_fit_steps=20, copy_guard=1.0)
+        prior_truncation=2.0, antithetic=True, prior_components=2, prior_fit_steps=20, copy_guard=1.0)
     images = fake_classes()
     model, _, result = _train(config, images)
     logs = []

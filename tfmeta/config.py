@@ -414,6 +414,10 @@ class GenerationConfig:
         noise inside the ball of radius rho (then scaled by prior_temperature): the
         spread of a high temperature without its farthest draws (0 = off; a
         truncated Gaussian, tfmeta.models.fitted_prior.truncated_normal).
+      antithetic: warp generators, "prior" sampling: samples in pairs that share a
+        source drawing and a mixture component, with prior noise eps and -eps (a
+        deformation and its opposite; antithetic variates): each sample keeps its law,
+        and a character's samples spread evenly about the prior's centre.
       prior_components: warp generators: after meta-training, fit a mixture of this
         many full-covariance Gaussians p(z | source, context) to the posterior codes of
         real pairs of training drawings (tfmeta.generation.fit_prior; 0 = off) and
@@ -455,6 +459,7 @@ class GenerationConfig:
     temperature: float = 1.0
     prior_temperature: float = 1.0
     prior_truncation: float = 0.0
+    antithetic: bool = False
     warp_sampling: str = "prior"
     warp_smoothness: float = 0.0
     ink_weight: float = 0.0
@@ -537,6 +542,8 @@ class GenerationConfig:
                f"--prior_truncation must be >= 0 (0: off), got {self.prior_truncation}")
         _check(self.model == "warp" or not self.prior_truncation,
                "--prior_truncation needs --model=warp")
+        _check(not self.antithetic or (self.model == "warp" and self.warp_sampling == "prior"),
+               "--antithetic needs --model=warp and --warp_sampling=prior")
         _check(self.model == "warp" or not self.conditional_prior,
                "--conditional_prior needs --model=warp")
         _check(self.model == "warp" or self.temperature == 1.0,

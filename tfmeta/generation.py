@@ -43,7 +43,7 @@ from tfmeta.meta import (GRADIENT_ALGORITHMS, Objective, adapt as inner_adapt, f
 from tfmeta.meta.common import tf_variable
 from tfmeta.models import presets
 from tfmeta.models import warp as warp_lib
-from tfmeta.models.fitted_prior import FittedPrior, truncated_normal
+from tfmeta.models.fitted_prior import FittedPrior, mirrored_pairs, truncated_normal
 
 __all__ = ["GenerativeModel", "build_learner", "split_generation_task", "to_batch",
            "GenerativeModule", "load_generative_module", "adapt", "adapt_and_sample",
@@ -294,7 +294,9 @@ class GenerativeModel:
           and `fitted_prior`, with its Cholesky factors times `prior_temperature`);
           with `prior_truncation` = rho > 0 the standard-normal noise is drawn inside
           the ball of radius rho (`fitted_prior.truncated_normal`): no draw lands
-          farther than rho * prior_temperature standard deviations out;
+          farther than rho * prior_temperature standard deviations out; with
+          `antithetic`, samples come in pairs - one source, one mixture component,
+          noise eps and -eps (a deformation and its opposite);
         "pairs+prior": the "pairs" warp (z = the posterior mean), then a "prior" warp
           of its result: a new deformation on top of one the supports show.
         With K = 1 there are no pairs and every mode samples as "prior".
@@ -302,11 +304,16 @@ class GenerativeModel:
         mode = self.config.warp_sampling
         k = tf.shape(support)[0]
         n = num_samples
+        anti = self.config.antithetic      # "prior" mode only (GenerationConfig checks)
+        draws = (n + 1) // 2 if anti else n
         if self.config.source_weighting > 0:
             index = tf.cast(tf.random.stateless_categorical(
-                self.source_logits(support)[None], n, fold_seed(seed, 2))[0], tf.int32)
+                self.source_logits(support)[None], draws, fold_seed(seed, 2))[0], tf.int32)
         else:
-            index = tf.random.stateless_uniform([n], fold_seed(seed, 2), 0, k, dtype=tf.int32)
+            index = tf.random.stateless_uniform([draws], fold_seed(seed, 2), 0, k,
+                                                dtype=tf.int32)
+        if anti:
+            index = tf.repeat(index, 2)[:n]
         source = tf.gather(support, index)
         c = self._context(support, n)
 
@@ -325,16 +332,23 @@ class GenerativeModel:
             return self.warp(self._warp_inputs(source, z, c), scale=scale, training=True)
 
         def prior_step(images):
+            # With `antithetic` the images come in pairs (one source twice): one draw
+            # per pair, its noise used as +eps and -eps.
+            first = images[::2] if anti else images
+            first_c = c[::2] if anti and c is not None else c
             if self.fitted_prior is not None and self.config.fitted_prior:
-                z = self.fitted_prior.sample(self.warp.prior_features(images, c),
+                z = self.fitted_prior.sample(self.warp.prior_features(first, first_c),
                                              fold_seed(seed, 5), self.config.prior_temperature,
-                                             self.config.prior_truncation)
+                                             self.config.prior_truncation, antithetic=anti)
             else:
-                mean, logvar = self.warp.prior(images, c)
-                eps = truncated_normal(
-                    [n, self.latent_dim], fold_seed(seed, 5), self.config.prior_truncation)
+                mean, logvar = self.warp.prior(first, first_c)
+                eps = truncated_normal([tf.shape(first)[0], self.latent_dim],
+                                       fold_seed(seed, 5), self.config.prior_truncation)
+                if anti:
+                    mean, logvar = tf.repeat(mean, 2, axis=0), tf.repeat(logvar, 2, axis=0)
+                    eps = mirrored_pairs(eps)
                 z = mean + tf.exp(0.5 * logvar) * self.config.prior_temperature * eps
-            return self.warp(self._warp_inputs(images, z, c), training=True)
+            return self.warp(self._warp_inputs(images, z[:n], c), training=True)
 
         # With K = 1 there is no pair: every mode samples from the prior.
         has_pairs = k >= 2
@@ -480,7 +494,7 @@ def _resolve_workdir(checkpoint):
 # Fields of GenerationConfig that only change how a trained generator samples (never its
 # variables or training): a restored model can be sampled with other values.
 SAMPLING_FIELDS = ("warp_sampling", "temperature", "prior_temperature", "prior_truncation",
-                   "pair_scale_low", "pair_scale_high", "rerank", "match_ink", "ink_area_power",
+                   "antithetic", "pair_scale_low", "pair_scale_high", "rerank", "match_ink", "ink_area_power",
                    "fitted_prior", "copy_guard", "outlier_guard", "source_weighting")
 
 

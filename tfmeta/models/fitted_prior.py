@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from tfmeta.errors import ConfigError
 
-__all__ = ["FittedPrior", "truncated_normal"]
+__all__ = ["FittedPrior", "mirrored_pairs", "truncated_normal"]
 
 _REDRAWS = 4
 
@@ -61,6 +61,13 @@ def truncated_normal(shape, seed, radius=0.0):
         eps = tf.where(tf.norm(eps, axis=-1, keepdims=True) > radius, fresh, eps)
     norm = tf.norm(eps, axis=-1, keepdims=True)
     return eps * tf.minimum(1.0, radius / tf.maximum(norm, 1e-12))
+
+
+def mirrored_pairs(eps):
+    """[N, D] -> [2N, D]: each row followed by its negation (antithetic noise: the pair
+    sits symmetrically about the distribution's centre, and each row alone keeps the
+    standard-normal or truncated law)."""
+    return tf.reshape(tf.stack([eps, -eps], 1), [-1, tf.shape(eps)[-1]])
 
 
 class FittedPrior(keras.Model):
@@ -141,10 +148,12 @@ class FittedPrior(keras.Model):
                      - 0.5 * self.latent_dim * math.log(2.0 * math.pi))
         return tf.reduce_logsumexp(tf.nn.log_softmax(logits) + component, -1)
 
-    def sample(self, features, seed, temperature=1.0, truncation=0.0):
+    def sample(self, features, seed, temperature=1.0, truncation=0.0, antithetic=False):
         """z [N, D]: a component drawn by its weight, then its mean + temperature * L eps,
         eps standard normal (inside the ball of radius `truncation` when > 0:
-        `truncated_normal`). Stateless: `seed` int [2]."""
+        `truncated_normal`). With `antithetic`, z [2N, D]: two codes per row, the
+        component's mean +- temperature * L eps (`mirrored_pairs`), rows 2i and 2i + 1
+        from row i. Stateless: `seed` int [2]."""
         logits, means, chol = self.mixture(features)
         n = tf.shape(logits)[0]
         seed = tf.cast(seed, tf.int64)
@@ -153,6 +162,9 @@ class FittedPrior(keras.Model):
         mean, factor = tf.gather_nd(means, index), tf.gather_nd(chol, index)
         eps = truncated_normal([n, self.latent_dim], tf.stack([seed[0], seed[1] + 1]),
                                truncation)
+        if antithetic:
+            mean, factor = tf.repeat(mean, 2, axis=0), tf.repeat(factor, 2, axis=0)
+            eps = mirrored_pairs(eps)
         return mean + tf.cast(temperature, tf.float32) * tf.matmul(factor, eps[..., None])[..., 0]
 
     def get_config(self):
