@@ -219,7 +219,8 @@ def test_fitted_prior_is_saved_restored_sampled_and_exported(tmp_path):
         _config(tmp_path / "run", model="warp", algorithm="fomaml", context_dim=4,
                 scope="context", steps=2),
         conditional_prior=True, match_ink=True, ink_area_power=0.5, warp_sampling="prior",
-        prior_truncation=2.0, antithetic=True, prior_components=2, prior_fit_steps=20, copy_guard=1.0)
+        prior_truncation=2.0, antithetic=True, prior_components=2, prior_fit_steps=20,
+        copy_guard=1.0)
     images = fake_classes()
     model, _, result = _train(config, images)
     logs = []

@@ -494,8 +494,9 @@ def _resolve_workdir(checkpoint):
 # Fields of GenerationConfig that only change how a trained generator samples (never its
 # variables or training): a restored model can be sampled with other values.
 SAMPLING_FIELDS = ("warp_sampling", "temperature", "prior_temperature", "prior_truncation",
-                   "antithetic", "pair_scale_low", "pair_scale_high", "rerank", "match_ink", "ink_area_power",
-                   "fitted_prior", "copy_guard", "outlier_guard", "source_weighting")
+                   "antithetic", "pair_scale_low", "pair_scale_high", "rerank", "match_ink",
+                   "ink_area_power", "fitted_prior", "copy_guard", "outlier_guard",
+                   "source_weighting")
 
 
 def parse_sampling(text):

@@ -14,10 +14,11 @@ two-stage VAE, arXiv:1903.05789); here it is conditional on what the learned pri
 `FittedPrior(feature_dim, latent_dim, components=M)`: features [N, F] (standardised with
 stored statistics) -> a two-layer MLP -> M mixture weights, means [M, D] and lower-
 triangular Cholesky factors [M, D, D] with a positive diagonal. `log_prob(features, z)`
-and `sample(features, seed, temperature, truncation)` (the temperature scales each
-component's factor, like `prior_temperature` scales the learned prior's standard
-deviation; `truncation` = rho > 0 draws the standard-normal noise inside the ball of
-radius rho: `truncated_normal`).
+and `sample(features, seed, temperature, truncation, antithetic)` (the temperature
+scales each component's factor, like `prior_temperature` scales the learned prior's
+standard deviation; `truncation` = rho > 0 draws the standard-normal noise inside the
+ball of radius rho: `truncated_normal`; `antithetic` gives two mirrored codes per row:
+`mirrored_pairs`).
 `tfmeta.generation.fit_prior` trains it; weights and config live beside a run's
 checkpoints (`fitted_prior.weights.h5`, `fitted_prior.json`).
 """
@@ -42,9 +43,10 @@ def truncated_normal(shape, seed, radius=0.0):
     seeds derived from `seed`), and one still outside after that is scaled onto the
     sphere of radius rho. With p the chance that one draw lands outside, a fraction p^5
     is scaled instead of redrawn: 1e-4 at p = 0.16 (rho 1.9 in 2-d, 2.6 in 4-d), 0.4%
-    at rho 1.5 in 2-d (p = 0.32); otherwise the exact truncated Gaussian. The first draw is `tf.random.stateless_normal(shape, seed)`, so vectors
-    already inside the ball, and every vector with radius 0 (off), equal the plain
-    draw's. Stateless: the same seed gives the same vectors.
+    at rho 1.5 in 2-d (p = 0.32); otherwise the exact truncated Gaussian. The first
+    draw is `tf.random.stateless_normal(shape, seed)`, so vectors already inside the
+    ball, and every vector with radius 0 (off), equal the plain draw's. Stateless: the
+    same seed gives the same vectors.
 
     Args:
       shape: 1-D int shape, last axis the vector's dimension.
