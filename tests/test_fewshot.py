@@ -118,10 +118,56 @@ def test_trainer_prints_one_line_naming_file_and_line(pooled_omniglot_dir, tmp_p
     (["--protonet_refine_steps=-1"], "--protonet_refine_steps must be >= 0"),
     (["--algorithm=maml", "--train_n_way=0", "--protonet_refine_steps=1"],
      "--protonet_refine_steps refines prototypes, which only --algorithm=protonet"),
+    (["--zero_head"], "--zero_head keeps the logits layer out of the meta-update, which "
+     "needs an outer objective"),
+    (["--algorithm=reptile", "--train_n_way=0", "--zero_head"],
+     "--algorithm=reptile has none"),
 ])
 def test_config_errors_name_the_flag(extra, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
         _config(tmp_path, "unused", "unused", *extra)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "meta_sgd"])
+def test_zero_head_starts_every_task_at_zero_and_meta_trains_the_body(algorithm, tmp_path):
+    """The zeroing trick: the logits layer is zero at every task's start (the support
+    loss before adaptation is log(n_way)), stays out of the meta-update (exactly zero
+    after meta-steps, while the body moves), and one inner SGD step from it writes each
+    class's mean support features into its column: W1 = lr/N sum_s phi(x_s)(y_s - 1/n)."""
+    import keras
+    import tensorflow as tf
+    from tfmeta import fewshot
+    config = _config(tmp_path, "unused", "unused", f"--algorithm={algorithm}",
+                     "--train_n_way=0", "--zero_head", "--inner_lr=0.4", "--inner_steps=1")
+    model, learner = fewshot.build_learner(config)
+    head = model.get_layer("logits").trainable_variables
+    assert not any(v is h for v in learner.meta_variables for h in head)
+    assert len(learner.meta_variables) > 0
+    rng = np.random.default_rng(0)
+    support = (rng.random((2, 2, 28, 28, 1), np.float32), np.array([[0, 1], [1, 0]], np.int32))
+    query = (rng.random((2, 4, 28, 28, 1), np.float32),
+             np.array([[0, 0, 1, 1], [1, 0, 1, 0]], np.int32))
+    kernels = [v for v in model.trainable_variables if len(v.shape) == 4]
+    kernels_before = [np.array(v) for v in kernels]
+    for step in range(2):
+        metrics = learner.meta_step(support, query, step)
+        np.testing.assert_allclose(float(metrics["support_loss_first"]), np.log(2), rtol=1e-6)
+    for variable in head:
+        np.testing.assert_array_equal(np.array(variable), 0.0)
+    assert len(kernels) == 4 and all(   # the body's convolutions are meta-trained
+        not np.allclose(a, np.array(v)) for a, v in zip(kernels_before, kernels))
+    # one inner step from the zero head: the support features, signed by class
+    params = [tf.convert_to_tensor(v) for v in model.trainable_variables]
+    task = (tf.constant(support[0][0]), tf.constant(support[1][0]))
+    adapted = learner._adapt_task(params, task, tf.constant([0, 0], tf.int64), 1,
+                                  first_order=True).params
+    features = keras.Model(model.inputs, model.get_layer("logits").input)(task[0],
+                                                                           training=True)
+    onehot = np.eye(2)[support[1][0]]
+    expected = 0.4 / 2 * np.asarray(features).T @ (onehot - 0.5)
+    index = [i for i, v in enumerate(model.trainable_variables) if v is head[0]][0]
+    np.testing.assert_allclose(np.asarray(adapted[index]), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(adapted[index + 1]), 0.0, atol=1e-6)
 
 
 def test_maml_tests_only_its_n_way(tmp_path):

@@ -254,6 +254,15 @@ class FewShotConfig:
         refined with the task's unlabelled query images by this many soft k-means steps
         (Ren et al. 2018; transductive: a query's class depends on the other queries);
         results.json `tests` gains "<N>way_refined" entries. 0: no such test.
+      zero_head: gradient-based learners of the MAML family (maml, fomaml, meta_sgd,
+        meta_curvature): the classifier's logits layer (kernel and bias) starts every
+        task at zero and is not meta-trained — Kao, Chiu & Chen's "zeroing trick" (ICLR
+        2022). The first inner step then writes each class's support features into its
+        row of the head (labels are permuted per task, so a meta-learned head can only
+        carry interference), and the pre-adaptation support loss is log(n_way). The
+        body's first inner gradient is then zero (the logits do not depend on the
+        features yet), so one inner step adapts the head only; Meta-SGD's head rates
+        stay at --inner_lr (the head is outside the outer objective).
     """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig()
@@ -268,6 +277,7 @@ class FewShotConfig:
     test_statistics: str = "transductive"
     init_from: str = ""
     protonet_refine_steps: int = 0
+    zero_head: bool = False
 
     @property
     def test_modes(self):
@@ -315,6 +325,11 @@ class FewShotConfig:
         _check(not self.protonet_refine_steps or self.outer.algorithm == "protonet",
                "--protonet_refine_steps refines prototypes, which only --algorithm=protonet "
                "has")
+        _check(not self.zero_head
+               or self.outer.algorithm in ("maml", "fomaml", "meta_sgd", "meta_curvature"),
+               f"--zero_head keeps the logits layer out of the meta-update, which needs an "
+               f"outer objective (maml, fomaml, meta_sgd, meta_curvature); --algorithm="
+               f"{self.outer.algorithm} has none")
         _check(self.meta_lr_decay_every >= 0,
                "--meta_lr_decay_every must be >= 0 (0: constant --meta_lr)")
         _check(0 < self.meta_lr_decay_rate <= 1, "--meta_lr_decay_rate must be in (0, 1]")

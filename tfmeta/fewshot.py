@@ -26,11 +26,11 @@ from tfmeta import train as train_lib
 from tfmeta.data import TaskSampler, load_class_images, splits
 from tfmeta.errors import ConfigError
 from tfmeta.eval.augmentation import confidence_interval
-from tfmeta.meta import ProtoNet, learner_from_config
+from tfmeta.meta import Objective, ProtoNet, learner_from_config
 from tfmeta.models.classifiers import classification_objective, conv4, conv4_encoder
 
 __all__ = ["build_learner", "StaircaseAdam", "split_classification_task", "meta_test",
-           "run"]
+           "run", "zero_head"]
 
 _POOL = {"conv4": "max", "conv4_stride": "stride"}
 
@@ -83,8 +83,27 @@ def build_learner(config):
         return encoder, ProtoNet(encoder, config.task.n_way, meta_opt)
     model = conv4(config.task.n_way, shape, norm=config.norm, pool=pool)
     objective = classification_objective(model)
+    outer_objective = objective
+    if config.zero_head:
+        head = zero_head(model)
+        body = [i for i, v in enumerate(model.trainable_variables)
+                if not any(v is h for h in head)]
+        outer_objective = Objective(objective.loss_fn, param_indices=body,
+                                    name=objective.name)
     return model, learner_from_config(config, model.trainable_variables, objective,
-                                      objective, meta_opt)
+                                      outer_objective, meta_opt)
+
+
+def zero_head(model):
+    """Sets the classifier's logits layer (kernel, bias) to zero; returns its variables.
+
+    The zeroing trick (FewShotConfig.zero_head): with the head outside the outer
+    objective's parameters it stays zero, so every task's adaptation starts from it.
+    """
+    head = model.get_layer("logits").trainable_variables
+    for variable in head:
+        variable.assign(tf.zeros(variable.shape, variable.dtype))
+    return head
 
 
 def per_query_groups(support, query):
@@ -185,12 +204,15 @@ def run(config, log=print):
     with distribute.scope(strategy):   # variables and optimiser slots are mirrored
         model, learner = build_learner(config)
     log(f"[model] {config.network}: {model.count_params():,} parameters, "
-        f"algorithm={config.outer.algorithm}, replicas={distribute.num_replicas(strategy)}")
+        f"algorithm={config.outer.algorithm}, replicas={distribute.num_replicas(strategy)}"
+        + (", zero head (not meta-trained)" if config.zero_head else ""))
     own = tf.train.latest_checkpoint(os.path.join(config.train.workdir, "checkpoints"))
     if config.init_from and not own:   # a resume continues this run's own checkpoint
         path = train_lib.init_weights(learner, config.init_from)
         log(f"[model] network weights from {path} (optimiser, step and learned rates "
             "start fresh)")
+        if config.zero_head:
+            zero_head(model)
     learner = distribute.distribute_learner(learner, strategy)
 
     def evaluate(step, writer):
