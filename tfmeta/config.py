@@ -258,7 +258,7 @@ class FewShotConfig:
         meta_curvature): the classifier's logits layer (kernel and bias) starts every
         task at zero and is not meta-trained — Kao, Chiu & Chen's "zeroing trick" (ICLR
         2022). The first inner step then writes each class's support features into its
-        row of the head (labels are permuted per task, so a meta-learned head can only
+        column of the head (labels are permuted per task, so a meta-learned head can only
         carry interference), and the pre-adaptation support loss is log(n_way). The
         body's first inner gradient is then zero (the logits do not depend on the
         features yet), so one inner step adapts the head only; Meta-SGD's head rates
