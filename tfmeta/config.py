@@ -325,10 +325,9 @@ class FewShotConfig:
         _check(not self.protonet_refine_steps or self.outer.algorithm == "protonet",
                "--protonet_refine_steps refines prototypes, which only --algorithm=protonet "
                "has")
-        _check(not self.zero_head
-               or self.outer.algorithm in ("maml", "fomaml", "meta_sgd", "meta_curvature"),
+        _check(not self.zero_head or self.outer.algorithm in GRADIENT_ALGORITHMS,
                f"--zero_head keeps the logits layer out of the meta-update, which needs an "
-               f"outer objective (maml, fomaml, meta_sgd, meta_curvature); --algorithm="
+               f"outer objective ({', '.join(GRADIENT_ALGORITHMS)}); --algorithm="
                f"{self.outer.algorithm} has none")
         _check(self.meta_lr_decay_every >= 0,
                "--meta_lr_decay_every must be >= 0 (0: constant --meta_lr)")
