@@ -122,6 +122,8 @@ def test_trainer_prints_one_line_naming_file_and_line(pooled_omniglot_dir, tmp_p
      "needs an outer objective"),
     (["--algorithm=reptile", "--train_n_way=0", "--zero_head"],
      "--algorithm=reptile has none"),
+    (["--algorithm=meta_sgd", "--train_n_way=0", "--zero_head", "--test_n_ways=5"],
+     "which only --algorithm=protonet, or maml/fomaml with --zero_head, support"),
 ])
 def test_config_errors_name_the_flag(extra, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
@@ -174,6 +176,62 @@ def test_maml_tests_only_its_n_way(tmp_path):
     config = _config(tmp_path, "unused", "unused", "--algorithm=maml", "--train_n_way=0",
                      "--test_n_ways=2")
     assert config.test_ways == (2,)
+    config = _config(tmp_path, "unused", "unused", "--algorithm=fomaml", "--train_n_way=0",
+                     "--zero_head", "--test_n_ways=5")
+    assert config.test_ways == (2, 5)
+
+
+def test_a_zero_head_learner_moves_to_another_way(tmp_path):
+    """learner_for_way: the body's values, a zero head of the new width; at the same way
+    it adapts and scores a task exactly as the learner it came from; --init_from with
+    --zero_head loads a body stored at another way (without it, the head's shape is a
+    one-line error)."""
+    from tfmeta import fewshot
+    from tfmeta import train as train_lib
+    config = _config(tmp_path, "unused", "unused", "--algorithm=maml", "--train_n_way=0",
+                     "--zero_head", "--inner_lr=0.4", "--inner_steps=2")
+    model, learner = fewshot.build_learner(config)
+    rng = np.random.default_rng(1)
+
+    def task(n):
+        labels = np.tile(np.arange(n, dtype=np.int32), 2)[None]
+        return ((rng.random((1, n, 28, 28, 1), np.float32), labels[:, :n]),
+                (rng.random((1, 2 * n, 28, 28, 1), np.float32), labels))
+
+    for step in range(2):   # the body moves off its initialisation
+        learner.meta_step(*task(2), step)
+    ckpt, _, _ = train_lib.make_checkpoint(learner)
+    ckpt.save(str(tmp_path / "two" / "checkpoints" / "ckpt"))
+    body = [np.array(v) for i, v in enumerate(model.trainable_variables)
+            if i not in fewshot.head_indices(model)]
+
+    _, same_learner = fewshot.learner_for_way(config, model, 2)
+    support, query = task(2)
+    a = learner.adapt_and_evaluate(support, query, 0, num_steps=2)
+    b = same_learner.adapt_and_evaluate(support, query, 0, num_steps=2)
+    for key in ("query_accuracy", "query_loss"):
+        np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-5)
+
+    def check_three_way(other, other_learner):
+        head = fewshot.head_indices(other)
+        weights = [np.array(v) for v in other.trainable_variables]
+        assert weights[head[0]].shape == (64, 3) and not weights[head[0]].any()
+        assert weights[head[1]].shape == (3,) and not weights[head[1]].any()
+        for x, y in zip(body, [w for i, w in enumerate(weights) if i not in head],
+                        strict=True):
+            np.testing.assert_array_equal(x, y)
+        metrics = other_learner.adapt_and_evaluate(*task(3), 0, num_steps=2)
+        assert 0.0 <= float(metrics["query_accuracy"]) <= 1.0
+
+    check_three_way(*fewshot.learner_for_way(config, model, 3))
+    three = dataclasses.replace(config, task=dataclasses.replace(config.task, n_way=3),
+                                train=dataclasses.replace(config.train, seed=5))
+    fresh, fresh_learner = fewshot.build_learner(three)
+    with pytest.raises(DataError, match="do not fit this network"):
+        train_lib.init_weights(fresh_learner, str(tmp_path / "two"))
+    train_lib.init_weights(fresh_learner, str(tmp_path / "two"),
+                           skip=fewshot.head_indices(fresh))
+    check_three_way(fresh, fresh_learner)
 
 
 def test_meta_lr_halves_every_decay_steps(tmp_path):
@@ -367,5 +425,14 @@ def test_init_from_is_used_once_then_the_run_resumes(tmp_path, data_dir):
     fewshot.run(_tiny(tmp_path, tmp_path / "sgd", *args, "--num_steps=2"), log=lines.append)
     assert not any(ln.startswith("[model] network weights from") for ln in lines)
     assert any(ln.startswith("[train] resumed from") for ln in lines)
+    # with a zero head: the 5-way run's body starts a 3-way run, tested at both ways
+    lines.clear()
+    result = fewshot.run(_tiny(tmp_path, tmp_path / "three", "--zero_head", "--n_way=3",
+                               "--test_n_ways=5", f"--init_from={tmp_path / 'maml'}",
+                               "--num_steps=1"), log=lines.append)
+    assert any("the head stays zero" in ln for ln in lines)
+    assert sorted(result["tests"]) == ["3way", "5way"]
+    assert [ln.split(":")[1].split()[0] for ln in lines if ln.startswith("[test]")] == [
+        "3-way", "5-way"]
     with pytest.raises(ConfigError, match="--init_from .* is not a directory"):
         _tiny(tmp_path, tmp_path / "x", f"--init_from={tmp_path / 'missing'}").validate()

@@ -25,6 +25,8 @@ GRADIENT_ALGORITHMS = ("maml", "fomaml", "meta_sgd", "meta_curvature")
 META_ALGORITHMS = GRADIENT_ALGORITHMS + ("reptile", "aggregation")
 FEWSHOT_ALGORITHMS = META_ALGORITHMS + ("protonet",)
 GENERATION_ALGORITHMS = META_ALGORITHMS
+# zero-head learners with nothing shaped by n_way but the head: tested at any way
+WAY_FREE_ALGORITHMS = ("maml", "fomaml")
 GENERATION_MODELS = ("gan", "vae", "warp")
 INNER_OPTIMIZERS = ("sgd", "adam")
 WARP_SAMPLING = ("prior", "pairs", "pairs+prior")
@@ -235,7 +237,8 @@ class FewShotConfig:
       test_n_ways: comma-separated extra ways of the final meta-test, e.g. "5,20"
         (ProtoNets are trained once and tested at 5- and 20-way, Snell et al. 2017);
         --n_way is always tested, "" tests only it. Other learners have an n_way
-        classifier head, so they take only --n_way.
+        classifier head, so they take only --n_way — except maml and fomaml with
+        zero_head, whose zero head is rebuilt at each way (`fewshot.learner_for_way`).
       meta_lr_decay_every: meta-steps between decays of the meta-learning rate
         (staircase: meta_lr * meta_lr_decay_rate ** floor(step / every); Snell et al.
         halve it every 2,000 episodes); 0 keeps meta_lr constant.
@@ -250,6 +253,8 @@ class FewShotConfig:
         network weights start this run (not its optimiser, step or learned rates): e.g.
         Meta-SGD's rates learned on top of a MAML run. Used only when the workdir has no
         checkpoint of its own (a resume continues this run); "" starts from scratch.
+        With zero_head the stored head is not read, so the run may be at another n_way
+        (a 5-way run's body starts a 20-way one).
       protonet_refine_steps: ProtoNets only: > 0 adds a meta-test whose prototypes are
         refined with the task's unlabelled query images by this many soft k-means steps
         (Ren et al. 2018; transductive: a query's class depends on the other queries);
@@ -310,10 +315,12 @@ class FewShotConfig:
                "(the other learners' classifier head has n_way outputs)")
         _check(min(self.test_ways) >= 1,
                f"--test_n_ways must list positive ways, got {self.test_n_ways!r}")
-        _check(self.outer.algorithm == "protonet" or self.test_ways == (self.task.n_way,),
+        _check(self.outer.algorithm == "protonet" or self.test_ways == (self.task.n_way,)
+               or (self.zero_head and self.outer.algorithm in WAY_FREE_ALGORITHMS),
                f"--test_n_ways={self.test_n_ways} tests other ways than --n_way="
-               f"{self.task.n_way}, which only --algorithm=protonet supports (the other "
-               "learners' classifier head has n_way outputs)")
+               f"{self.task.n_way}, which only --algorithm=protonet, or "
+               f"{'/'.join(WAY_FREE_ALGORITHMS)} with --zero_head, support (the other "
+               "learners' classifier head, or its learned inner rates, has n_way outputs)")
         _check(self.test_statistics in ("transductive", "per_query", "both"),
                f"--test_statistics must be transductive, per_query or both; got "
                f"{self.test_statistics!r}")

@@ -14,6 +14,7 @@ ProtoNets: `--protonet_refine_steps=N` adds a test whose prototypes are refined 
 task's query images (soft k-means, `tfmeta.meta.protonets.refined_prototypes`).
 """
 
+import dataclasses
 import os
 
 import keras
@@ -30,7 +31,7 @@ from tfmeta.meta import Objective, ProtoNet, learner_from_config
 from tfmeta.models.classifiers import classification_objective, conv4, conv4_encoder
 
 __all__ = ["build_learner", "StaircaseAdam", "split_classification_task", "meta_test",
-           "run", "zero_head"]
+           "run", "zero_head", "head_indices", "learner_for_way"]
 
 _POOL = {"conv4": "max", "conv4_stride": "stride"}
 
@@ -85,9 +86,9 @@ def build_learner(config):
     objective = classification_objective(model)
     outer_objective = objective
     if config.zero_head:
-        head = zero_head(model)
-        body = [i for i, v in enumerate(model.trainable_variables)
-                if not any(v is h for h in head)]
+        zero_head(model)
+        head = head_indices(model)
+        body = [i for i in range(len(model.trainable_variables)) if i not in head]
         outer_objective = Objective(objective.loss_fn, param_indices=body,
                                     name=objective.name)
     return model, learner_from_config(config, model.trainable_variables, objective,
@@ -104,6 +105,30 @@ def zero_head(model):
     for variable in head:
         variable.assign(tf.zeros(variable.shape, variable.dtype))
     return head
+
+
+def head_indices(model):
+    """Indices of the logits layer's variables in `model.trainable_variables`."""
+    head = model.get_layer("logits").trainable_variables
+    return [i for i, v in enumerate(model.trainable_variables)
+            if any(v is h for h in head)]
+
+
+def learner_for_way(config, model, n_way):
+    """(model, learner) for `n_way`-way tasks with `model`'s network body (values copied)
+    and a zero head. The zeroing trick leaves nothing in a MAML/FOMAML learner that
+    depends on the number of classes but the head's shape, so a learner meta-trained at
+    one way is tested at another (`--test_n_ways`) as a ProtoNet is."""
+    other, learner = build_learner(
+        dataclasses.replace(config, task=dataclasses.replace(config.task, n_way=n_way)))
+    for source, target in zip(_body(model), _body(other), strict=True):
+        target.assign(source)
+    return other, learner
+
+
+def _body(model):
+    head = set(head_indices(model))
+    return [v for i, v in enumerate(model.trainable_variables) if i not in head]
 
 
 def per_query_groups(support, query):
@@ -208,11 +233,11 @@ def run(config, log=print):
         + (", zero head (not meta-trained)" if config.zero_head else ""))
     own = tf.train.latest_checkpoint(os.path.join(config.train.workdir, "checkpoints"))
     if config.init_from and not own:   # a resume continues this run's own checkpoint
-        path = train_lib.init_weights(learner, config.init_from)
+        # a zero head is not read, so the body may come from a run at another n_way
+        path = train_lib.init_weights(learner, config.init_from,
+                                      skip=head_indices(model) if config.zero_head else ())
         log(f"[model] network weights from {path} (optimiser, step and learned rates "
-            "start fresh)")
-        if config.zero_head:
-            zero_head(model)
+            "start fresh" + ("; the head stays zero" if config.zero_head else "") + ")")
     learner = distribute.distribute_learner(learner, strategy)
 
     def evaluate(step, writer):
@@ -224,10 +249,13 @@ def run(config, log=print):
                            config_dict=cfg.to_dict(config), meta_batch_size=t.meta_batch_size,
                            evaluate=evaluate, strategy=strategy, log=log)
     tests = {}
+    # a ProtoNet tests any way; a zero-head MAML/FOMAML learner gets a head per way
+    learners = {n_way: learner if n_way == t.n_way or config.outer.algorithm == "protonet"
+                else learner_for_way(config, model, n_way)[1] for n_way in config.test_ways}
     for mode in config.test_modes:
         suffix = "" if mode == "transductive" else f"_{mode}"
         for n_way in config.test_ways:
-            test = meta_test(config, learner, images["test"], config.train.eval_tasks,
+            test = meta_test(config, learners[n_way], images["test"], config.train.eval_tasks,
                              seed=config.train.seed + 2, n_way=n_way, mode=mode)
             how = (f"prototypes refined with the queries, {config.protonet_refine_steps} "
                    "soft k-means steps" if mode == "refined" else f"{mode} statistics")

@@ -121,12 +121,16 @@ def checkpoint_mismatch(ckpt, prefix, error, trackables=None):
     return "unmatched: " + ", ".join(name + shapes for _, _, name, shapes in problems[:3]) + more
 
 
-def init_weights(learner, run_dir):
+def init_weights(learner, run_dir, skip=()):
     """Loads only the network weights of `learner` from the latest checkpoint of another
     run (`run_dir`: its workdir or its checkpoints/ folder); optimiser slots, step,
     sampler state and learned update rules (Meta-SGD rates) stay as built. Returns the
     checkpoint path. Raises DataError when there is no checkpoint or its weights do not
     fit this learner (another network or learner family), naming the path.
+
+    skip: indices into the learner's meta-variables whose stored values are read into
+    throw-away stand-ins of the stored shape instead (the variables keep their values):
+    a zero head (`tfmeta.fewshot.zero_head`) loads a body trained at another n_way.
     """
     weights = {k: v for k, v in learner.trackables().items() if k in _WEIGHT_TRACKABLES}
     if not weights:
@@ -137,6 +141,15 @@ def init_weights(learner, run_dir):
     if latest is None:
         raise DataError(f"--init_from: no checkpoint in {run_dir!r} or its checkpoints/ "
                         "folder")
+    if skip:
+        stored = tf.train.load_checkpoint(latest).get_variable_to_shape_map()
+        stand_ins = list(weights["meta_variables"])
+        for i in skip:
+            shape = stored.get(f"meta_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+            if shape is not None:   # else the match check below names the mismatch
+                stand_ins[i] = tf.Variable(tf.zeros(shape, stand_ins[i].dtype),
+                                           trainable=False)
+        weights["meta_variables"] = stand_ins
     try:
         status = tf.train.Checkpoint(**weights).restore(latest)
         status.assert_existing_objects_matched()
