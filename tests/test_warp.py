@@ -60,6 +60,35 @@ def test_bilinear_resample_coordinate_gradient_matches_finite_differences():
         assert float(grad_cols[index]) == pytest.approx(float(numeric_c), rel=1e-5, abs=1e-8)
 
 
+@pytest.mark.parametrize("fill", ["zeros", "border"])
+def test_bilinear_resample_channel_planes_equal_the_joint_gather(fill):
+    # A static channel count gathers each channel from its own plane; an unknown one
+    # gathers rows of C values. Same values and gradients (images and coordinates),
+    # and each channel of a 3-channel image equals that channel resampled alone.
+    rng = np.random.default_rng(5)
+    images = tf.constant(rng.normal(size=(2, 9, 9, 3)))
+    rows = tf.constant(rng.uniform(-1.5, 9.5, (2, 7, 7)))
+    cols = tf.constant(rng.uniform(-1.5, 9.5, (2, 7, 7)))
+    weights = tf.constant(rng.normal(size=(2, 7, 7, 3)))
+    joint = tf.function(lambda x, r, c: bilinear_resample(x, r, c, fill), input_signature=[
+        tf.TensorSpec([None, None, None, None], tf.float64),
+        tf.TensorSpec([None, None, None], tf.float64),
+        tf.TensorSpec([None, None, None], tf.float64)])
+    results = []
+    for resample in (lambda x, r, c: bilinear_resample(x, r, c, fill), joint):
+        with tf.GradientTape() as tape:
+            tape.watch([images, rows, cols])
+            out = resample(images, rows, cols)
+            value = tf.reduce_sum(weights * out)
+        results.append([out, *tape.gradient(value, [images, rows, cols])])
+    for planes, gathered in zip(*results):
+        np.testing.assert_allclose(planes.numpy(), gathered.numpy(), rtol=1e-12, atol=1e-12)
+    for channel in range(3):
+        alone = bilinear_resample(images[..., channel:channel + 1], rows, cols, fill)
+        np.testing.assert_allclose(alone.numpy()[..., 0], results[0][0].numpy()[..., channel],
+                                   rtol=1e-12, atol=1e-12)
+
+
 def _stroke(length, width=2, size=28):
     """A horizontal pen stroke in [-1, 1]: `width` rows of full ink, soft edges."""
     image = np.full((size, size), -1.0, np.float32)

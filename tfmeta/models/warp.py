@@ -61,12 +61,16 @@ def bilinear_resample(images, rows, cols, fill="zeros"):
     coordinates are clamped to the image (the edge values continue outwards, as for
     displacement fields). Differentiable in the images and in the coordinates
     (piecewise linear). Returns [N, H', W', C].
+
+    With a static channel count, each channel is gathered from its own plane with the
+    shared neighbour indices: the gradient of a gather is a scatter-add, and TF's is
+    ~1.2x faster on single values than on rows of two, so the displacement field's
+    scaling and squaring runs ~1.2x faster this way (benchmarks/README.md).
     """
     images = tf.convert_to_tensor(images)
     shape = tf.shape(images)
-    n, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    n, height, width = shape[0], shape[1], shape[2]
     out_shape = tf.shape(rows)
-    flat = tf.reshape(images, [n, height * width, channels])
     h_max = tf.cast(height - 1, rows.dtype)
     w_max = tf.cast(width - 1, rows.dtype)
     if fill == "border":
@@ -75,18 +79,28 @@ def bilinear_resample(images, rows, cols, fill="zeros"):
         raise ConfigError(f"bilinear_resample fill must be 'zeros' or 'border', got {fill!r}")
     r0, c0 = tf.floor(rows), tf.floor(cols)
     fr, fc = rows - r0, cols - c0
-
-    def gather(r, c):
+    corners = ((r0, c0, (1.0 - fr) * (1.0 - fc)), (r0, c0 + 1.0, (1.0 - fr) * fc),
+               (r0 + 1.0, c0, fr * (1.0 - fc)), (r0 + 1.0, c0 + 1.0, fr * fc))
+    neighbours = []
+    for r, c, weight in corners:
         valid = tf.cast((r >= 0.0) & (r <= h_max) & (c >= 0.0) & (c <= w_max), images.dtype)
         index = (tf.cast(tf.clip_by_value(r, 0.0, h_max), tf.int32) * width
                  + tf.cast(tf.clip_by_value(c, 0.0, w_max), tf.int32))
-        values = tf.gather(flat, tf.reshape(index, [n, -1]), batch_dims=1)
-        values = tf.reshape(values, tf.concat([out_shape, [channels]], 0))
-        return values * valid[..., None]
+        neighbours.append((tf.reshape(index, [n, -1]), weight * valid))
 
-    fr, fc = fr[..., None], fc[..., None]
-    return ((1.0 - fr) * (1.0 - fc) * gather(r0, c0) + (1.0 - fr) * fc * gather(r0, c0 + 1.0)
-            + fr * (1.0 - fc) * gather(r0 + 1.0, c0) + fr * fc * gather(r0 + 1.0, c0 + 1.0))
+    def resample(flat, value_shape):
+        """flat [N, H * W (, C)] -> the weighted sum of its four neighbours."""
+        total = 0.0
+        for index, weight in neighbours:
+            values = tf.reshape(tf.gather(flat, index, batch_dims=1), value_shape)
+            total += (weight if len(flat.shape) == 2 else weight[..., None]) * values
+        return total
+
+    if images.shape[-1] is None:
+        flat = tf.reshape(images, [n, height * width, shape[3]])
+        return resample(flat, tf.concat([out_shape, shape[3:]], 0))
+    planes = tf.unstack(tf.reshape(images, [n, height * width, images.shape[-1]]), axis=-1)
+    return tf.stack([resample(plane, out_shape) for plane in planes], axis=-1)
 
 
 def match_intensities(images, reference, ink_area_power=0.0):
