@@ -63,9 +63,9 @@ def bilinear_resample(images, rows, cols, fill="zeros"):
     (piecewise linear). Returns [N, H', W', C].
 
     With a static channel count, each channel is gathered from its own plane with the
-    shared neighbour indices: the gradient of a gather is a scatter-add, and TF's is
-    ~1.2x faster on single values than on rows of two, so the displacement field's
-    scaling and squaring runs ~1.2x faster this way (benchmarks/README.md).
+    shared neighbour indices: the gradient of a gather is a scatter-add, and TF's CPU
+    kernel is several times slower on rows of two values than on single values, so the
+    warp model's training step runs 1.1-1.2x faster this way (benchmarks/README.md).
     """
     images = tf.convert_to_tensor(images)
     shape = tf.shape(images)
