@@ -150,6 +150,26 @@ def test_channels_and_rotations(tiny_omniglot_dir, tmp_path):
     assert rot.class_names[c + 1] == gray.class_names[1] + "/rot90"
 
 
+def test_mirrors_with_rotations_give_the_eight_symmetries_as_classes(tiny_omniglot_dir,
+                                                                     tmp_path):
+    kw = dict(data_dir=tiny_omniglot_dir, cache_dir=str(tmp_path))
+    gray = load_class_images("omniglot", "evaluation", **kw)
+    c = gray.num_classes
+    mirrored = load_class_images("omniglot", "evaluation", mirrors=True, **kw)
+    assert mirrored.num_classes == 2 * c and len(mirrored) == 2 * len(gray)
+    np.testing.assert_array_equal(mirrored.images_of(c + 1), gray.images_of(1)[:, :, ::-1])
+    assert mirrored.class_names[c + 1] == gray.class_names[1] + "/mirror"
+    both = gray.with_class_copies(rotations=True, mirrors=True)
+    assert both.num_classes == 8 * c and len(both) == 8 * len(gray)
+    # class 1's eight copies are the eight symmetries of the square, all different
+    first = np.stack([both.images_of(k * c + 1)[0, ..., 0] for k in range(8)])
+    expected = [np.rot90(m, r) for r in range(4)
+                for m in (gray.images_of(1)[0, ..., 0], gray.images_of(1)[0, :, ::-1, 0])]
+    keys = {a.tobytes() for a in first}
+    assert keys == {e.tobytes() for e in expected} and len(keys) == 8
+    assert gray.with_class_copies() is gray
+
+
 def test_class_images_sorts_subsets_and_validates():
     images = np.arange(5 * 2 * 2, dtype=np.uint8).reshape(5, 2, 2, 1)
     data = ClassImages(images, [2, 0, 1, 0, 2], ["a", "b", "c"])

@@ -55,6 +55,8 @@ class DataConfig:
       channels: 1 (gray; colour folder/tfds images become their luma) or 3 (gray
         repeated; colour folder/tfds images keep their colour).
       rotations: add 90/180/270° rotated copies of each training class as new classes.
+      mirrors: add a left-right mirrored copy of each training class as a new class
+        (with rotations: the 8 symmetries of the square, 8x the classes).
       validation_classes: background characters held out as the validation split.
       train_split / val_split / eval_split: split names for meta-training, validation
         during training (few-shot classification) and meta-testing. Without
@@ -82,6 +84,7 @@ class DataConfig:
     image_size: int = 28
     channels: int = 1
     rotations: bool = False
+    mirrors: bool = False
     validation_classes: int = 100
     train_split: str = "train"
     eval_split: str = "evaluation"

@@ -199,8 +199,8 @@ def _load_splits(config, log):
                                    ink_polarity=d.ink_polarity,
                                    split_fraction=d.split_fraction,
                                    min_images=per_task[role])
-        if d.rotations and role == "train":
-            images = images.with_rotations()
+        if role == "train":
+            images = images.with_class_copies(rotations=d.rotations, mirrors=d.mirrors)
         log(f"[data] {role}: {name}, {images.num_classes} classes{where[role]}")
         out[role] = images
     ways = {"train": [("--train_n_way" if t.train_n_way else "--n_way", t.training_n_way)],

@@ -24,7 +24,8 @@ __all__ = ["load_split", "make_evaluator", "fit", "fit_prior_once", "run"]
 
 
 def load_split(data, split, log=print, min_images=1):
-    """ClassImages of `split` for a DataConfig (rotations only for the training split);
+    """ClassImages of `split` for a DataConfig (rotated/mirrored classes only for the training
+    split);
     classes with fewer than `min_images` images are skipped (named in a warning)."""
     log(f"[data] loading {data.dataset}/{split} at {data.image_size}px")
     images = load_class_images(
@@ -33,8 +34,8 @@ def load_split(data, split, log=print, min_images=1):
         validation_classes=data.validation_classes, split_dir=data.split_dir,
         ink_polarity=data.ink_polarity, split_fraction=data.split_fraction,
         min_images=min_images)
-    if data.rotations and split == data.train_split:
-        images = images.with_rotations()
+    if split == data.train_split:
+        images = images.with_class_copies(rotations=data.rotations, mirrors=data.mirrors)
     log(f"[data] {split}: {images.num_classes} classes, {len(images.labels)} images")
     return images
 

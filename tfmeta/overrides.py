@@ -29,6 +29,8 @@ FIELDS = {
     "channels": ("data", "channels", "1 (gray; colour images become their luma) or 3 (RGB; "
                  "gray images repeated)"),
     "rotations": ("data", "rotations", "add 90/180/270-degree rotated classes for training"),
+    "mirrors": ("data", "mirrors", "add left-right mirrored classes for training (with "
+                "--rotations: the 8 symmetries of the square)"),
     "validation_classes": ("data", "validation_classes",
                            "background characters held out for validation"),
     "split_dir": ("data", "split_dir",

@@ -45,7 +45,7 @@ def drop_small_classes(images, min_images, what):
 
 def load_class_images(dataset="omniglot", split="background", image_size=28,
                       data_dir=None, cache_dir=None, channels=1, rotations=False,
-                      validation_classes=100, split_seed=0, split_dir=None,
+                      mirrors=False, validation_classes=100, split_seed=0, split_dir=None,
                       ink_polarity="auto", split_fraction="", min_images=1):
     """Loads a split as `ClassImages` (uint8, strokes bright, sorted by class).
 
@@ -71,6 +71,8 @@ def load_class_images(dataset="omniglot", split="background", image_size=28,
       channels: 1 (gray; colour folder/tfds images become their luma) or 3 (gray
         repeated; colour folder/tfds images keep their colour).
       rotations: add 90/180/270-degree rotated copies as new classes (x4 classes).
+      mirrors: add left-right mirrored copies as new classes (x2; with rotations: the
+        8 symmetries of the square, x8).
       validation_classes, split_seed: the Omniglot train/validation character split;
         `split_seed` also seeds the folder/tfds `split_fraction` split.
       split_dir: a folder of class lists `<split>.txt`. Omniglot: published lists
@@ -107,8 +109,7 @@ def load_class_images(dataset="omniglot", split="background", image_size=28,
         split_fraction=split_fraction or "")
     images = sources.load(request)
     images = drop_small_classes(images, min_images, f"{dataset}/{split}")
-    if rotations:
-        images = images.with_rotations()
+    images = images.with_class_copies(rotations=rotations, mirrors=mirrors)
     images = images.with_channels(channels)
     _log.info("loaded %s/%s: %r", dataset, split, images)
     return images

@@ -184,3 +184,19 @@ class ClassImages:
         names = list(self.class_names) + [
             f"{n}/rot{90 * r}" for r in range(1, 4) for n in self.class_names]
         return ClassImages(np.ascontiguousarray(images), labels, names)
+
+    def with_mirrors(self):
+        """Class augmentation: each class also mirrored left-right as a new class (2x
+        the classes). Class `C + c` is class `c` mirrored; names get a "/mirror"
+        suffix. Mirrors, then `with_rotations()`, give all 8 symmetries of the square
+        (the dihedral group) as classes."""
+        images = np.concatenate([self.images, self.images[:, :, ::-1]], axis=0)
+        labels = np.concatenate([self.labels, self.labels + self.num_classes])
+        names = list(self.class_names) + [f"{n}/mirror" for n in self.class_names]
+        return ClassImages(np.ascontiguousarray(images), labels.astype(np.int32), names)
+
+    def with_class_copies(self, rotations=False, mirrors=False):
+        """The training-class augmentation of `DataConfig`: `with_mirrors()` if
+        `mirrors`, then `with_rotations()` if `rotations` (both: 8x the classes)."""
+        out = self.with_mirrors() if mirrors else self
+        return out.with_rotations() if rotations else out
