@@ -24,9 +24,9 @@ __all__ = ["load_split", "make_evaluator", "fit", "fit_prior_once", "run"]
 
 
 def load_split(data, split, log=print, min_images=1):
-    """ClassImages of `split` for a DataConfig (rotated/mirrored classes only for the training
-    split);
-    classes with fewer than `min_images` images are skipped (named in a warning)."""
+    """ClassImages of `split` for a DataConfig (rotated/mirrored class copies only for the
+    training split); classes with fewer than `min_images` images are skipped (named in a
+    warning)."""
     log(f"[data] loading {data.dataset}/{split} at {data.image_size}px")
     images = load_class_images(
         data.dataset, split=split, image_size=data.image_size, data_dir=data.data_dir,
