@@ -206,6 +206,33 @@ def test_warp_generator_exports_with_supports_and_serves_any_support_set(tmp_pat
     assert all(tuple(np.sort(x.ravel())) in values for x in sample.numpy())
 
 
+def test_averaged_weights_are_what_a_workdir_restores(tmp_path):
+    """--average_checkpoints: restore_model (so adapt, export and the harness) reads the
+    run's averaged weights from its workdir, the raw ones from its checkpoints/ folder."""
+    config = _config(tmp_path / "run", model="warp", algorithm="fomaml", context_dim=4,
+                     scope="context", steps=4)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train,
+                                                                   average_checkpoints=2))
+    _, learner, result = _train(config, fake_classes())
+    run = tmp_path / "run"
+    assert result["checkpoint"] == str(run / "averaged" / "ckpt-4")
+
+    def stored(prefix):
+        reader = tf.train.load_checkpoint(str(prefix))
+        return [reader.get_tensor(f"meta_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+                for i in range(len(learner.trackables()["meta_variables"]))]
+
+    mean = [(a + b) / 2 for a, b in zip(stored(run / "checkpoints" / "ckpt-2"),
+                                        stored(run / "checkpoints" / "ckpt-4"))]
+    for path, expected in ((run, mean), (run / "checkpoints",
+                                         stored(run / "checkpoints" / "ckpt-4"))):
+        _, _, restored = generation.restore_model(str(path))
+        for v, e in zip(restored.trackables()["meta_variables"], expected):
+            np.testing.assert_allclose(v.numpy(), e, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, b) for a, b in zip(mean, stored(run / "checkpoints" /
+                                                                 "ckpt-4")))
+
+
 def test_fitted_prior_is_saved_restored_sampled_and_exported(tmp_path):
     """--prior_components: fitted once per checkpoint beside it, restored with the model,
     used by prior draws (seeded; fitted_prior=false draws the learned prior) and carried

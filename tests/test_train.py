@@ -49,14 +49,14 @@ class _ToyLearner:
         return {"loss": loss}
 
     def trackables(self):
-        return {"w": self.w, "optimizer": self.opt}
+        return {"meta_variables": [self.w], "optimizer": self.opt}
 
 
-def _run(workdir, num_steps, poison_at=-1):
+def _run(workdir, num_steps, poison_at=-1, average=1):
     learner = _ToyLearner(poison_at)
     sampler = _ToySampler(seed=3)
     train = cfg.TrainConfig(workdir=str(workdir), num_steps=num_steps, log_every=2,
-                            eval_every=100, checkpoint_every=2)
+                            eval_every=100, checkpoint_every=2, average_checkpoints=average)
     out = train_lib.run(learner, sampler, lambda t: t, train, config_dict={"a": 1},
                         meta_batch_size=4, log=lambda m: None)
     return learner, out
@@ -68,6 +68,37 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     resumed, _ = _run(tmp_path / "b", 6)         # new process state, resumes at 4
     np.testing.assert_array_equal(straight.w.numpy(), resumed.w.numpy())
     assert json.load(open(tmp_path / "b" / "config.json")) == {"a": 1}
+
+
+def _stored_w(prefix):
+    return tf.train.load_checkpoint(prefix).get_tensor(
+        "meta_variables/0/.ATTRIBUTES/VARIABLE_VALUE")
+
+
+def test_average_checkpoints_is_the_mean_of_the_last_ones_and_keeps_exact_resume(tmp_path):
+    learner, out = _run(tmp_path / "a", 8, average=4)
+    ckpt_dir = tmp_path / "a" / "checkpoints"
+    kept = [str(ckpt_dir / f"ckpt-{n}") for n in (2, 4, 6, 8)]   # 4 kept, not the usual 3
+    expected = np.mean([_stored_w(p) for p in kept], axis=0)
+    assert not np.allclose(_stored_w(kept[0]), _stored_w(kept[-1]))   # a real average
+    np.testing.assert_allclose(learner.w.numpy(), expected, rtol=1e-6)
+    averaged = str(tmp_path / "a" / "averaged" / "ckpt-8")
+    assert out["checkpoint"] == averaged == train_lib.final_checkpoint(str(tmp_path / "a"))
+    np.testing.assert_allclose(_stored_w(averaged), expected, rtol=1e-6)
+    # training on resumes from the raw ckpt-8, not the average: equal to a straight run
+    _run(tmp_path / "a", 10, average=4)
+    straight, _ = _run(tmp_path / "b", 10)
+    np.testing.assert_array_equal(_stored_w(str(ckpt_dir / "ckpt-10")), straight.w.numpy())
+    assert train_lib.final_checkpoint(str(tmp_path / "a")).endswith("averaged/ckpt-10")
+    # a run without averaging: its last checkpoint is final
+    assert train_lib.final_checkpoint(str(tmp_path / "b")).endswith("checkpoints/ckpt-10")
+    # nothing to average with a single checkpoint: the weights stay as trained
+    learner0, out0 = _run(tmp_path / "c", 0, average=3)
+    assert out0["checkpoint"].endswith("checkpoints/ckpt-0")
+    with pytest.raises(ConfigError, match="--average_checkpoints"):
+        cfg.TrainConfig(average_checkpoints=0).validate()
+    with pytest.raises(ConfigError, match="multi_worker"):
+        cfg.TrainConfig(average_checkpoints=2, strategy="multi_worker").validate()
 
 
 def test_divergence_guard_keeps_last_good_checkpoint(tmp_path):

@@ -207,6 +207,9 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 500
     checkpoint_every: int = 500
+    # The run's final weights: the mean of its last N checkpoints' network weights
+    # (tfmeta.train.average_checkpoints; 1: the last checkpoint as it is).
+    average_checkpoints: int = 1
     eval_tasks: int = 600
     strategy: str = "default"
     num_cpu_replicas: int = 1
@@ -228,6 +231,10 @@ class TrainConfig:
             _check(getattr(self, name) >= 1, f"--{name} must be >= 1")
         _check(self.strategy in STRATEGIES,
                f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        _check(self.average_checkpoints >= 1, "--average_checkpoints must be >= 1")
+        _check(self.average_checkpoints == 1 or self.strategy != "multi_worker",
+               "--average_checkpoints > 1 needs the checkpoints on this machine; it is not "
+               "supported with --strategy=multi_worker (only the chief writes them)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -480,10 +480,12 @@ def adapted_params(learner, model, support_images, steps, seed):
 # ---- checkpoints, adaptation and the exported module -------------------------------------
 
 def _resolve_workdir(checkpoint):
-    """Accepts a workdir, its checkpoints/ folder or a checkpoint prefix."""
+    """Accepts a workdir (its final weights: `train.final_checkpoint`), its checkpoints/
+    folder (the latest there) or a checkpoint prefix."""
+    from tfmeta import train as train_lib
     path = os.path.abspath(checkpoint)
     if os.path.isdir(os.path.join(path, "checkpoints")):
-        return path, tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
+        return path, train_lib.final_checkpoint(path)
     if os.path.isdir(path):
         return os.path.dirname(path), tf.train.latest_checkpoint(path)
     if os.path.exists(path + ".index"):

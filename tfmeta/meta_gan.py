@@ -117,6 +117,14 @@ def run(config, log=print):
     return result
 
 
+def _checkpoint_label(prefix):
+    """The name fitted_prior.json records for the weights it was fitted to: ckpt-N for a
+    training checkpoint, averaged/ckpt-N for averaged weights (--average_checkpoints)."""
+    parent = os.path.basename(os.path.dirname(prefix))
+    name = os.path.basename(prefix)
+    return name if parent == "checkpoints" else f"{parent}/{name}"
+
+
 def fit_prior_once(config, model, train_images, checkpoint, log=print):
     """Fits and saves the warp generator's prior (`generation.fit_prior`) on its training
     classes, unless the run's workdir already holds one fitted to this checkpoint."""
@@ -124,8 +132,8 @@ def fit_prior_once(config, model, train_images, checkpoint, log=print):
     path = os.path.join(workdir, generation.FITTED_PRIOR_FILE + ".json")
     if os.path.exists(path):
         with open(path) as f:
-            if json.load(f)["stats"].get("checkpoint") == os.path.basename(checkpoint):
-                log(f"[prior] {path} already fitted to {os.path.basename(checkpoint)}")
+            if json.load(f)["stats"].get("checkpoint") == _checkpoint_label(checkpoint):
+                log(f"[prior] {path} already fitted to {_checkpoint_label(checkpoint)}")
                 return
     log(f"[prior] fitting a {config.prior_components}-component prior to the codes of "
         f"real pairs ({train_images.num_classes} training classes, "
@@ -134,7 +142,7 @@ def fit_prior_once(config, model, train_images, checkpoint, log=print):
         model, model.read_params(), train_images, components=config.prior_components,
         steps=config.prior_fit_steps, k_shot=config.task.k_shot, seed=config.train.seed,
         log=log)
-    stats["checkpoint"] = os.path.basename(checkpoint)
+    stats["checkpoint"] = _checkpoint_label(checkpoint)
     generation.save_fitted_prior(workdir, prior, stats)
     log(f"[prior] held-out NLL {stats['held_out_nll']:.2f} nats per code (learned "
         f"diagonal prior {stats['diagonal_prior_held_out_nll']:.2f}); saved {path}")

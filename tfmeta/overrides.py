@@ -77,6 +77,10 @@ FIELDS = {
     "log_every": ("train", "log_every", "steps between progress lines/scalars"),
     "eval_every": ("train", "eval_every", "steps between evaluations"),
     "checkpoint_every": ("train", "checkpoint_every", "steps between checkpoints"),
+    "average_checkpoints": ("train", "average_checkpoints",
+                            "final weights: the mean of the last N checkpoints' network "
+                            "weights, written to <workdir>/averaged/ (1: the last "
+                            "checkpoint)"),
     "eval_tasks": ("train", "eval_tasks", "tasks per evaluation"),
     "strategy": ("train", "strategy", "default, mirrored or multi_worker"),
     "num_cpu_replicas": ("train", "num_cpu_replicas",

@@ -19,17 +19,22 @@ import shutil
 import tempfile
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from tfmeta import summaries
 from tfmeta.errors import DataError, DivergenceError
 
 __all__ = ["run", "make_checkpoint", "restore_latest", "checkpoint_mismatch",
+           "final_checkpoint", "weight_variables", "average_checkpoints",
            "init_weights", "write_json",
            "is_chief", "format_metrics"]
 
 # Learner trackables that are network weights (the rest: optimisers, learned update rules).
 _WEIGHT_TRACKABLES = ("meta_variables", "encoder")
+
+# <workdir>/averaged/ckpt-N: the mean of a run's last checkpoints (--average_checkpoints).
+AVERAGED_DIR = "averaged"
 
 
 def is_chief(strategy=None):
@@ -122,8 +127,8 @@ def checkpoint_mismatch(ckpt, prefix, error, trackables=None):
 
 
 def init_weights(learner, run_dir, skip=()):
-    """Loads only the network weights of `learner` from the latest checkpoint of another
-    run (`run_dir`: its workdir or its checkpoints/ folder); optimiser slots, step,
+    """Loads only the network weights of `learner` from another run's final checkpoint
+    (`run_dir`: its workdir, see `final_checkpoint`, or its checkpoints/ folder); optimiser slots, step,
     sampler state and learned update rules (Meta-SGD rates) stay as built. Returns the
     checkpoint path. Raises DataError when there is no checkpoint or its weights do not
     fit this learner (another network or learner family), naming the path.
@@ -136,8 +141,7 @@ def init_weights(learner, run_dir, skip=()):
     if not weights:
         raise DataError(f"--init_from: {type(learner).__name__} has no network weights to "
                         f"load (trackables {sorted(learner.trackables())})")
-    candidates = [os.path.join(run_dir, "checkpoints"), run_dir]
-    latest = next(filter(None, map(tf.train.latest_checkpoint, candidates)), None)
+    latest = final_checkpoint(run_dir) or tf.train.latest_checkpoint(run_dir)
     if latest is None:
         raise DataError(f"--init_from: no checkpoint in {run_dir!r} or its checkpoints/ "
                         "folder")
@@ -174,12 +178,54 @@ def _to_tensors(structure):
     return tf.nest.map_structure(tf.convert_to_tensor, structure)
 
 
+def final_checkpoint(workdir):
+    """The checkpoint with a run's final weights: `<workdir>/averaged/ckpt-N` when the
+    run averaged its last checkpoints (--average_checkpoints) at its latest step N, else
+    its latest checkpoint; None when `workdir/checkpoints` has none."""
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    if latest:
+        averaged = os.path.join(workdir, AVERAGED_DIR, os.path.basename(latest))
+        if tf.io.gfile.exists(averaged + ".index"):
+            return averaged
+    return latest
+
+
+def weight_variables(learner):
+    """The floating-point variables of a learner's network weights (its `meta_variables`
+    or `encoder` trackables; not optimiser slots or learned update rules)."""
+    out = []
+    for key, obj in learner.trackables().items():
+        if key in _WEIGHT_TRACKABLES:
+            variables = obj if isinstance(obj, (list, tuple)) else obj.variables
+            out.extend(v for v in variables if v.dtype.is_floating)
+    return out
+
+
+def average_checkpoints(ckpt, variables, prefixes):
+    """Assigns to `variables` the mean of their values over the checkpoints `prefixes`,
+    each restored through `ckpt` (which must track them; the sums are float64). All else
+    that `ckpt` tracks (step, optimiser slots, sampler state) keeps the values of the
+    last prefix. Polyak-style tail averaging of one run's weights: the checkpoints lie in
+    one basin, so the mean is a model of its own, usually less noisy than any one."""
+    if not prefixes:
+        raise ValueError("average_checkpoints: no checkpoint to average")
+    sums = None
+    for prefix in prefixes:
+        ckpt.restore(prefix).assert_existing_objects_matched()
+        values = [v.numpy().astype(np.float64) for v in variables]
+        sums = values if sums is None else [a + b for a, b in zip(sums, values)]
+    for v, total in zip(variables, sums):
+        v.assign((total / len(prefixes)).astype(v.dtype.as_numpy_dtype))
+    return variables
+
+
 class _Checkpoints:
     """The run's checkpoint (learner trackables, step, sampler state): resume and save."""
 
-    def __init__(self, learner, sampler, ckpt_dir, chief, strategy):
+    def __init__(self, learner, sampler, ckpt_dir, chief, strategy, keep=3):
         self.sampler, self.ckpt_dir = sampler, ckpt_dir
-        self.chief, self.strategy = chief, strategy
+        self.chief, self.strategy, self.keep = chief, strategy, keep
+        self.learner = learner
         self.ckpt, self.step_var, self.sampler_state = make_checkpoint(learner)
         self.trackables = learner.trackables()
         self.manager = None
@@ -193,9 +239,28 @@ class _Checkpoints:
         if latest:
             self.sampler.set_state(json.loads(self.sampler_state.numpy().decode()))
             log(f"[train] resumed from {latest} at step {int(self.step_var.numpy())}")
-        self.manager = tf.train.CheckpointManager(self.ckpt, self.ckpt_dir, max_to_keep=3,
+        self.manager = tf.train.CheckpointManager(self.ckpt, self.ckpt_dir,
+                                                  max_to_keep=self.keep,
                                                   step_counter=self.step_var)
         return latest
+
+    def average(self, count, log):
+        """Leaves in the learner the mean network weights of the last `count` kept
+        checkpoints and writes them to <workdir>/averaged/ckpt-N (chief); returns that
+        prefix, or None when fewer than two checkpoints are kept (nothing to average)."""
+        kept = self.manager.checkpoints[-count:]
+        if len(kept) < 2:
+            log(f"[train] --average_checkpoints={count}: only {len(kept)} checkpoint kept, "
+                "nothing to average; the final weights are the last checkpoint's")
+            return None
+        average_checkpoints(self.ckpt, weight_variables(self.learner), kept)
+        prefix = os.path.join(os.path.dirname(self.ckpt_dir), AVERAGED_DIR,
+                              os.path.basename(kept[-1]))
+        if self.chief:
+            self.ckpt.write(prefix)
+        log(f"[train] final weights: the mean of {len(kept)} checkpoints "
+            f"({', '.join(os.path.basename(p) for p in kept)}) -> {prefix}")
+        return prefix
 
     def save(self):
         """Saves step, trackables and the sampler state (chief); other workers join."""
@@ -283,7 +348,10 @@ def run(learner, sampler, split_task, train, config_dict=None, meta_batch_size=1
       strategy: optional tf.distribute strategy; only its chief writes files.
       log: callable(str) for progress lines (default: print to stdout, flushed).
     Returns:
-      dict with the last training metrics and the last evaluation metrics.
+      dict with the last training metrics, the last evaluation metrics and `checkpoint`:
+      the final weights' checkpoint (`<workdir>/averaged/ckpt-N` when
+      `train.average_checkpoints` > 1 averaged the last ones; the learner then holds
+      those mean weights).
     Raises:
       DivergenceError: a non-finite metric; the last good checkpoint is left intact.
     """
@@ -293,7 +361,7 @@ def run(learner, sampler, split_task, train, config_dict=None, meta_batch_size=1
     if chief and config_dict is not None:
         write_json(workdir, "config.json", config_dict)
     checkpoints = _Checkpoints(learner, sampler, os.path.join(workdir, "checkpoints"),
-                               chief, strategy)
+                               chief, strategy, keep=max(3, train.average_checkpoints))
     latest = checkpoints.resume(log)
     writer, eval_writer = _writer(workdir, "train", chief), _writer(workdir, "eval", chief)
 
@@ -317,8 +385,10 @@ def run(learner, sampler, split_task, train, config_dict=None, meta_batch_size=1
     writer.flush()
     eval_writer.flush()
     log(f"[train] finished {train.num_steps - start} steps in {time.time() - t_start:.1f}s")
-    result = {"train": metrics, "eval": eval_metrics,
-              "checkpoint": checkpoints.manager.latest_checkpoint}
+    final = checkpoints.manager.latest_checkpoint
+    if train.average_checkpoints > 1:   # the loop's evaluations saw the raw weights
+        final = checkpoints.average(train.average_checkpoints, log) or final
+    result = {"train": metrics, "eval": eval_metrics, "checkpoint": final}
     if chief:
         write_json(workdir, "results.json", result)
     return result
