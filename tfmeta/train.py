@@ -128,8 +128,8 @@ def checkpoint_mismatch(ckpt, prefix, error, trackables=None):
 
 def init_weights(learner, run_dir, skip=()):
     """Loads only the network weights of `learner` from another run's final checkpoint
-    (`run_dir`: its workdir, see `final_checkpoint`, or its checkpoints/ folder); optimiser slots, step,
-    sampler state and learned update rules (Meta-SGD rates) stay as built. Returns the
+    (`run_dir`: its workdir, see `final_checkpoint`, or its checkpoints/ folder); optimiser
+    slots, step, sampler state and learned update rules (Meta-SGD rates) stay as built. Returns the
     checkpoint path. Raises DataError when there is no checkpoint or its weights do not
     fit this learner (another network or learner family), naming the path.
 
