@@ -93,7 +93,7 @@ def test_average_checkpoints_is_the_mean_of_the_last_ones_and_keeps_exact_resume
     # a run without averaging: its last checkpoint is final
     assert train_lib.final_checkpoint(str(tmp_path / "b")).endswith("checkpoints/ckpt-10")
     # nothing to average with a single checkpoint: the weights stay as trained
-    learner0, out0 = _run(tmp_path / "c", 0, average=3)
+    _, out0 = _run(tmp_path / "c", 0, average=3)
     assert out0["checkpoint"].endswith("checkpoints/ckpt-0")
     with pytest.raises(ConfigError, match="--average_checkpoints"):
         cfg.TrainConfig(average_checkpoints=0).validate()

@@ -178,13 +178,18 @@ def _to_tensors(structure):
     return tf.nest.map_structure(tf.convert_to_tensor, structure)
 
 
+def _averaged_prefix(workdir, prefix):
+    """Where the average of the checkpoints ending at `prefix` (ckpt-N) is written."""
+    return os.path.join(workdir, AVERAGED_DIR, os.path.basename(prefix))
+
+
 def final_checkpoint(workdir):
     """The checkpoint with a run's final weights: `<workdir>/averaged/ckpt-N` when the
     run averaged its last checkpoints (--average_checkpoints) at its latest step N, else
     its latest checkpoint; None when `workdir/checkpoints` has none."""
     latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     if latest:
-        averaged = os.path.join(workdir, AVERAGED_DIR, os.path.basename(latest))
+        averaged = _averaged_prefix(workdir, latest)
         if tf.io.gfile.exists(averaged + ".index"):
             return averaged
     return latest
@@ -193,8 +198,12 @@ def final_checkpoint(workdir):
 def weight_variables(learner):
     """The floating-point variables of a learner's network weights (its `meta_variables`
     or `encoder` trackables; not optimiser slots or learned update rules)."""
+    return _weight_variables(learner.trackables())
+
+
+def _weight_variables(trackables):
     out = []
-    for key, obj in learner.trackables().items():
+    for key, obj in trackables.items():
         if key in _WEIGHT_TRACKABLES:
             variables = obj if isinstance(obj, (list, tuple)) else obj.variables
             out.extend(v for v in variables if v.dtype.is_floating)
@@ -225,7 +234,6 @@ class _Checkpoints:
     def __init__(self, learner, sampler, ckpt_dir, chief, strategy, keep=3):
         self.sampler, self.ckpt_dir = sampler, ckpt_dir
         self.chief, self.strategy, self.keep = chief, strategy, keep
-        self.learner = learner
         self.ckpt, self.step_var, self.sampler_state = make_checkpoint(learner)
         self.trackables = learner.trackables()
         self.manager = None
@@ -253,9 +261,8 @@ class _Checkpoints:
             log(f"[train] --average_checkpoints={count}: only {len(kept)} checkpoint kept, "
                 "nothing to average; the final weights are the last checkpoint's")
             return None
-        average_checkpoints(self.ckpt, weight_variables(self.learner), kept)
-        prefix = os.path.join(os.path.dirname(self.ckpt_dir), AVERAGED_DIR,
-                              os.path.basename(kept[-1]))
+        average_checkpoints(self.ckpt, _weight_variables(self.trackables), kept)
+        prefix = _averaged_prefix(os.path.dirname(self.ckpt_dir), kept[-1])
         if self.chief:
             self.ckpt.write(prefix)
         log(f"[train] final weights: the mean of {len(kept)} checkpoints "
