@@ -236,6 +236,42 @@ def test_unknown_dataset():
         load_class_images("cifar", "train", data_dir="/unused")
 
 
+def test_alphabet_split_holds_out_whole_alphabets_seeded():
+    """split_train_validation(by_alphabet=True): whole alphabets, drawn by the seed until
+    at least validation_classes characters; a cover of the background; every alphabet
+    held out is a ConfigError."""
+    from tfmeta.data.omniglot import split_train_validation
+    sizes = {"A": 5, "B": 2, "C": 7, "D": 3, "E": 4}
+    names = [f"{a}/character{i:02d}" for a, n in sizes.items() for i in range(1, n + 1)]
+    images = np.zeros((2 * len(names), 4, 4, 1), np.uint8)
+    background = ClassImages(images, np.repeat(np.arange(len(names)), 2), names)
+    held = set()
+    for seed in range(6):
+        train, val = split_train_validation(background, 6, seed, by_alphabet=True)
+        val_alphabets = {n.split("/")[0] for n in val.class_names}
+        assert val_alphabets.isdisjoint(n.split("/")[0] for n in train.class_names)
+        assert sorted(train.class_names + val.class_names) == sorted(names)
+        assert val.num_classes == sum(sizes[a] for a in val_alphabets) >= 6
+        # No alphabet more than needed: without the last one drawn it would be < 6.
+        assert min(val.num_classes - sizes[a] for a in val_alphabets) < 6
+        again = split_train_validation(background, 6, seed, by_alphabet=True)[1]
+        assert again.class_names == val.class_names
+        held.add(tuple(val.class_names))
+    assert len(held) > 1
+    with pytest.raises(ConfigError, match="every background alphabet"):
+        split_train_validation(background, 20, 0, by_alphabet=True)
+
+
+def test_alphabet_splits_load_by_name(tiny_omniglot_dir, tmp_path):
+    kw = dict(data_dir=tiny_omniglot_dir, cache_dir=str(tmp_path), validation_classes=2)
+    train = load_class_images("omniglot", "alphabet_train", **kw)
+    val = load_class_images("omniglot", "alphabet_validation", **kw)
+    assert (train.num_classes, val.num_classes) == (3, 3)   # one alphabet of 3 each
+    assert len({n.split("/")[0] for n in val.class_names}) == 1
+    assert {n.split("/")[0] for n in val.class_names}.isdisjoint(
+        n.split("/")[0] for n in train.class_names)
+
+
 def test_bad_validation_classes(tiny_omniglot_dir, tmp_path):
     with pytest.raises(ConfigError, match="validation_classes"):
         load_class_images("omniglot", "train", data_dir=tiny_omniglot_dir,

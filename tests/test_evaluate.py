@@ -246,20 +246,27 @@ def test_validation_split_holds_out_what_the_generators_did_not_train_on(tiny_om
 
     config = cfg.EvalConfig(out=str(tmp_path), split="validation", data_dir=tiny_omniglot_dir,
                             cache_dir=str(tmp_path / "cache"))
-    images, seen = protocol._unseen_characters(
+    images, seen, judge = protocol._unseen_characters(
         config, {"no_augmentation": None, "gen": method(validation_classes=2)})
     assert images.num_classes == 2 and len(seen) == 4
     assert not set(images.class_names) & set(seen)
     # Their judge is trained on the training split's characters only.
-    assert protocol._judge_settings(config, images, seen) == {
-        "split": "train", "validation_classes": 2, "num_classes": 4}
-    assert protocol._judge_settings(dataclasses.replace(config, split="evaluation"), images,
-                                    seen) == {"split": "background", "num_classes": 964}
-    evaluation, background = protocol._unseen_characters(
+    assert judge == {"split": "train", "validation_classes": 2, "num_classes": 4}
+    evaluation, background, judge = protocol._unseen_characters(
         dataclasses.replace(config, split="evaluation"), {})
+    assert judge == {"split": "background", "num_classes": 964}
     assert set(images.class_names) | set(seen) == set(background)
     assert evaluation.num_classes == 2
+    # Checkpoints trained on whole alphabets: the held-out alphabets' characters, judged
+    # by an extractor of the other alphabets (tiny archive: 2 alphabets x 3 characters).
+    images, seen, judge = protocol._unseen_characters(
+        config, {"gen": method(validation_classes=2, train_split="alphabet_train")})
+    assert images.num_classes == 3 and len(seen) == 3
+    assert {n.split("/")[0] for n in images.class_names}.isdisjoint(
+        n.split("/")[0] for n in seen)
+    assert judge == {"split": "alphabet_train", "validation_classes": 2, "num_classes": 3}
     for bad in (method(validation_classes=2, train_split="background"),
+                method(validation_classes=2, train_split="alphabet_train"),
                 method(validation_classes=3)):
         with pytest.raises(ConfigError, match="split=validation"):
             protocol._unseen_characters(config, {"a": method(validation_classes=2), "b": bad})

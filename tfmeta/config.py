@@ -62,7 +62,9 @@ class DataConfig:
         during training (few-shot classification) and meta-testing. Without
         split_dir: omniglot background / evaluation / train / validation (the
         default: background characters for training and validation, evaluation
-        alphabets for the test); folder/tfds train / validation / evaluation (classes
+        alphabets for the test) / alphabet_train / alphabet_validation (the background
+        split by whole alphabets: at least validation_classes characters of held-out
+        alphabets); folder/tfds train / validation / evaluation (classes
         drawn by split_fraction) or all. With split_dir: list names, e.g. trainval /
         val / test.
       split_dir: a folder of class lists `<split>.txt`. Omniglot: published lists, one

@@ -32,15 +32,17 @@ FIELDS = {
     "mirrors": ("data", "mirrors", "add left-right mirrored classes for training (with "
                 "--rotations: the 8 symmetries of the square)"),
     "validation_classes": ("data", "validation_classes",
-                           "background characters held out for validation"),
+                           "background characters held out for validation (Omniglot "
+                           "splits train/validation; alphabet_train/alphabet_validation: "
+                           "at least this many, as whole alphabets)"),
     "split_dir": ("data", "split_dir",
                   "folder of class lists <split>.txt: Omniglot published lists, e.g. "
                   "splits/vinyals (relative: working directory, else the Omniglot data "
                   "folder; they name their rotations, so not with --rotations); folder/"
                   "tfds: one class name per line (default: the archives' background/"
                   "evaluation split; folder/tfds: --split_fraction)"),
-    "train_split": ("data", "train_split", "meta-training split (with --split_dir: a list "
-                    "name, e.g. trainval)"),
+    "train_split": ("data", "train_split", "meta-training split (Omniglot: background, "
+                    "train, alphabet_train; with --split_dir: a list name, e.g. trainval)"),
     "val_split": ("data", "val_split", "split evaluated during few-shot training (with "
                   "--split_dir: a list name, e.g. val)"),
     "eval_split": ("data", "eval_split", "meta-test split (with --split_dir: a list name, "

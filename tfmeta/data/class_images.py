@@ -57,7 +57,9 @@ def load_class_images(dataset="omniglot", split="background", image_size=28,
         `sources.SOURCES` and docs/DATASETS.md.
       split: omniglot "background" (964 characters), "evaluation" (659), "train" /
         "validation" (the background characters split by `split_seed` into
-        `964 - validation_classes` / `validation_classes` disjoint characters);
+        `964 - validation_classes` / `validation_classes` disjoint characters),
+        "alphabet_train" / "alphabet_validation" (split by whole alphabets: at least
+        `validation_classes` characters of alphabets drawn by `split_seed`);
         mnist "train" (60000 images) / "test" (10000); folder and tfds "train",
         "validation", "evaluation" (classes split by `split_fraction` and `split_seed`)
         or "all". With `split_dir`: the name of a class list `<split_dir>/<split>.txt`

@@ -30,11 +30,16 @@ __all__ = ["SPLITS", "load_omniglot", "load_pooled", "decode_archive",
 _log = logging.getLogger(__name__)
 
 # split -> (archive stem, part of the background characters or None for all of them).
+# "train" / "validation": the background characters split character by character;
+# "alphabet_train" / "alphabet_validation": split by whole alphabets, so the validation
+# characters come from alphabets never trained on, as the evaluation alphabets do.
 SPLITS = {
     "background": ("images_background", None),
     "evaluation": ("images_evaluation", None),
     "train": ("images_background", "train"),
     "validation": ("images_background", "validation"),
+    "alphabet_train": ("images_background", "alphabet_train"),
+    "alphabet_validation": ("images_background", "alphabet_validation"),
 }
 _CHUNK = 2048  # images decoded, resized and logged together
 
@@ -110,16 +115,37 @@ def decode_archive(path, image_size):
     return ClassImages(images, labels, [f"{a}/{c}" for a, c in keys])
 
 
-def split_train_validation(background, validation_classes, split_seed):
+def split_train_validation(background, validation_classes, split_seed, by_alphabet=False):
     """(train, validation) `ClassImages`: disjoint characters of `background`, drawn
-    with `np.random.default_rng(split_seed)`; each keeps the background order."""
+    with `np.random.default_rng(split_seed)`; each keeps the background order.
+
+    by_alphabet: hold out whole alphabets (class names "Alphabet/character"), drawn in
+    a seeded order until at least `validation_classes` characters are held out, so no
+    validation character shares an alphabet with a training one.
+    """
     num = background.num_classes
     if not 1 <= int(validation_classes) < num:
         raise ConfigError(f"validation_classes must be in 1..{num - 1} (the background "
                           f"split has {num} characters); got {validation_classes}")
-    perm = np.random.default_rng(split_seed).permutation(num)
-    validation = np.sort(perm[:validation_classes])
-    train = np.sort(perm[validation_classes:])
+    rng = np.random.default_rng(split_seed)
+    if not by_alphabet:
+        perm = rng.permutation(num)
+        validation = np.sort(perm[:validation_classes])
+    else:
+        alphabets = np.array([name.split("/")[0] for name in background.class_names])
+        names = sorted(set(alphabets))
+        held, count = [], 0
+        for index in rng.permutation(len(names)):
+            if count >= validation_classes:
+                break
+            held.append(names[index])
+            count += int(np.sum(alphabets == names[index]))
+        if count >= num:
+            raise ConfigError(f"validation_classes={validation_classes} by alphabet holds "
+                              f"out every background alphabet ({len(names)}); ask for "
+                              "fewer characters")
+        validation = np.flatnonzero(np.isin(alphabets, held))
+    train = np.setdiff1d(np.arange(num), validation)
     return background.subset(train), background.subset(validation)
 
 
@@ -154,8 +180,10 @@ def load_omniglot(split="background", image_size=28, data_dir=None, cache_dir=No
                               lambda: decode_archive(path, image_size))
     if part is None:
         return source
-    train, validation = split_train_validation(source, validation_classes, split_seed)
-    return {"train": train, "validation": validation}[part]
+    by_alphabet = part.startswith("alphabet_")
+    train, validation = split_train_validation(source, validation_classes, split_seed,
+                                               by_alphabet=by_alphabet)
+    return train if part.endswith("train") else validation
 
 
 def load_pooled(image_size=28, data_dir=None, cache_dir=None):

@@ -40,7 +40,7 @@ __all__ = ["FeatureExtractorConfig", "FeatureExtractor", "InceptionFeatureExtrac
            "resolve_cache_dir", "TRAIN_SPLITS", "CACHE_DIR_ENV"]
 
 # Splits made only of Omniglot background characters (see tfmeta.data).
-TRAIN_SPLITS = ("background", "train")
+TRAIN_SPLITS = ("background", "train", "alphabet_train")
 # FeatureExtractorConfig.augment: (max rotation in degrees, max |scale - 1|, max shift in
 # px) — half of the harness's jitter baseline, a move no reader would call another letter.
 AUGMENT_RANGE = (5.0, 0.05, 1.0)
@@ -319,9 +319,10 @@ def get_feature_extractor(image_size=28, epochs=6, seed=0, data_dir=None, cache_
                           **train_kwargs):
     """The cached extractor for this config, trained on Omniglot `split` if missing.
 
-    split: "background" (every background character) or "train" (the background
-    characters less the `validation_classes` held out for validation: a judge of the
-    validation characters that never saw them; its key differs by split and class count).
+    split: "background" (every background character), "train" or "alphabet_train" (the
+    background characters less the `validation_classes` held out for validation, one by
+    one or as whole alphabets: a judge of the validation characters that never saw them;
+    its key differs by split and class count).
     The cache file is `<cache_dir>/feature_extractor/<config key>` (see
     `resolve_cache_dir`), so evaluation runs with the same config never retrain.
     """
@@ -334,7 +335,7 @@ def get_feature_extractor(image_size=28, epochs=6, seed=0, data_dir=None, cache_
     path = os.path.join(resolve_cache_dir(cache_dir), "feature_extractor", config.key())
     if os.path.exists(path + ".json") and os.path.exists(path + ".weights.h5"):
         return FeatureExtractor.load(path)
-    held = {"validation_classes": validation_classes} if split == "train" else {}
+    held = {"validation_classes": validation_classes} if split != "background" else {}
     class_images = load_class_images("omniglot", split, image_size=image_size,
                                      data_dir=data_dir, cache_dir=cache_dir,
                                      channels=config.channels, **held)

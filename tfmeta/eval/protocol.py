@@ -70,13 +70,22 @@ def build_methods(config, log=print):
     return methods
 
 
+# The training splits whose held-out background characters `--split=validation` reads:
+# training split -> its validation split (tfmeta.data.omniglot.SPLITS).
+_VALIDATION_OF = {"train": "validation", "alphabet_train": "alphabet_validation"}
+
+
 def _unseen_characters(config, methods):
-    """(ClassImages of `config.split`, names of characters the generators trained on).
+    """(ClassImages of `config.split`, names of characters the generators trained on,
+    the judge's training settings for `get_feature_extractor`).
 
     "evaluation": the evaluation alphabets; every background character is excluded.
     "validation": the background characters that the checkpoints' training split
-    ("train") held out; every checkpoint must have trained on that split with the same
-    validation_classes / split_seed, otherwise its "unseen" characters were seen.
+    ("train", or "alphabet_train": whole alphabets) held out; every checkpoint must have
+    trained on one such split with the same validation_classes / split_seed, otherwise
+    its "unseen" characters were seen. Its judge trains on that training split only, so
+    it never saw the validation characters (trained on them, it reads every sample of
+    theirs as consistent).
     """
     from tfmeta.data import load_class_images
     from tfmeta.errors import ConfigError
@@ -84,32 +93,25 @@ def _unseen_characters(config, methods):
                 cache_dir=config.cache_dir)
     if config.split == "evaluation":
         return (load_class_images("omniglot", "evaluation", **data),
-                load_class_images("omniglot", "background", **data).class_names)
+                load_class_images("omniglot", "background", **data).class_names,
+                {"split": "background", "num_classes": config.extractor_num_classes})
     held_out = {(fn.model.config.data.train_split, fn.model.config.data.validation_classes)
                 for fn in methods.values() if hasattr(fn, "model")}
     if not held_out:
         held_out = {("train", 100)}
-    if len(held_out) > 1 or next(iter(held_out))[0] != "train":
-        raise ConfigError(f"--split=validation needs checkpoints trained on the 'train' "
-                          f"split with one validation_classes (got train_split, "
-                          f"validation_classes = {sorted(held_out)}): otherwise the "
-                          "validation characters were training characters")
-    validation_classes = next(iter(held_out))[1]
-    return (load_class_images("omniglot", "validation", validation_classes=validation_classes,
-                              **data),
-            load_class_images("omniglot", "train", validation_classes=validation_classes,
-                              **data).class_names)
-
-
-def _judge_settings(config, eval_images, seen_names):
-    """The feature extractor's training split: the background characters for the
-    evaluation split; for "validation", the training split's characters only, so that
-    the judge of the validation characters never saw them (trained on them, it reads
-    every sample of theirs as consistent)."""
-    if config.split == "validation":
-        return {"split": "train", "validation_classes": eval_images.num_classes,
-                "num_classes": len(seen_names)}
-    return {"split": "background", "num_classes": config.extractor_num_classes}
+    if len(held_out) > 1 or next(iter(held_out))[0] not in _VALIDATION_OF:
+        raise ConfigError(f"--split=validation needs checkpoints trained on one of the "
+                          f"splits {sorted(_VALIDATION_OF)} with one validation_classes "
+                          f"(got train_split, validation_classes = {sorted(held_out)}): "
+                          "otherwise the validation characters were training characters")
+    train_split, validation_classes = next(iter(held_out))
+    seen = load_class_images("omniglot", train_split, validation_classes=validation_classes,
+                             **data).class_names
+    return (load_class_images("omniglot", _VALIDATION_OF[train_split],
+                              validation_classes=validation_classes, **data),
+            seen,
+            {"split": train_split, "validation_classes": validation_classes,
+             "num_classes": len(seen)})
 
 
 def _sample_metrics_by_k(config, eval_images, methods, extractor, log):
@@ -141,11 +143,10 @@ def run_evaluation(config, log=print):
     from tfmeta import eval as eval_lib
     from tfmeta.eval import generators
     methods = build_methods(config, log)
-    eval_images, seen_names = _unseen_characters(config, methods)
+    eval_images, seen_names, judge = _unseen_characters(config, methods)
     extractor = eval_lib.get_feature_extractor(
         config.image_size, config.extractor_epochs, data_dir=config.data_dir,
-        cache_dir=config.cache_dir, log_fn=log, augment=config.extractor_augment,
-        **_judge_settings(config, eval_images, seen_names))
+        cache_dir=config.cache_dir, log_fn=log, augment=config.extractor_augment, **judge)
     log(f"[eval] methods: {', '.join(methods)}")
     results = eval_lib.augmentation_accuracy(
         eval_images, methods, split=config.split, num_characters=config.num_characters,
