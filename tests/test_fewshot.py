@@ -122,6 +122,8 @@ def test_trainer_prints_one_line_naming_file_and_line(pooled_omniglot_dir, tmp_p
      "needs an outer objective"),
     (["--algorithm=reptile", "--train_n_way=0", "--zero_head"],
      "--algorithm=reptile has none"),
+    (["--algorithm=maml", "--train_n_way=0", "--prototype_head"],
+     "--prototype_head starts each task's head at its support prototypes .* add --zero_head"),
     (["--algorithm=meta_sgd", "--train_n_way=0", "--zero_head", "--test_n_ways=5"],
      "which only --algorithm=protonet, or maml/fomaml with --zero_head, support"),
 ])
@@ -163,13 +165,121 @@ def test_zero_head_starts_every_task_at_zero_and_meta_trains_the_body(algorithm,
     task = (tf.constant(support[0][0]), tf.constant(support[1][0]))
     adapted = learner._adapt_task(params, task, tf.constant([0, 0], tf.int64), 1,
                                   first_order=True).params
-    features = keras.Model(model.inputs, model.get_layer("logits").input)(task[0],
+    features = keras.Model(model.input, model.get_layer("logits").input)(task[0],
                                                                            training=True)
     onehot = np.eye(2)[support[1][0]]
     expected = 0.4 / 2 * np.asarray(features).T @ (onehot - 0.5)
     index = [i for i, v in enumerate(model.trainable_variables) if v is head[0]][0]
     np.testing.assert_allclose(np.asarray(adapted[index]), expected, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(adapted[index + 1]), 0.0, atol=1e-6)
+
+
+def _features(model, images):
+    import keras
+    return np.asarray(keras.Model(model.input, model.get_layer("logits").input)(
+        images, training=True), np.float64)
+
+
+def test_prototype_head_is_the_euclidean_prototype_classifier(tmp_path):
+    """--prototype_head: each task's head starts at kernel s * p_c, bias -s |p_c|^2 / 2
+    (s = inner_lr / n_way, p_c the class's mean support feature), so its softmax is that
+    of -s |phi - p_c|^2 / 2 (the ProtoNet classifier); it differs from the zero head's
+    first inner step only by that bias; with 0 inner steps a task is scored by the
+    nearest prototype; a learner moved to another way gets a head of that width."""
+    import tensorflow as tf
+    from tfmeta import fewshot
+    config = _config(tmp_path, "unused", "unused", "--algorithm=maml", "--train_n_way=0",
+                     "--n_way=3", "--zero_head", "--prototype_head", "--inner_lr=0.6",
+                     "--inner_steps=1")
+    model, learner = fewshot.build_learner(config)
+    rng = np.random.default_rng(2)
+    labels = np.array([0, 1, 2, 0, 1, 2], np.int32)     # 2 shots of 3 classes
+    support = (rng.random((1, 6, 28, 28, 1), np.float32), labels[None])
+    query = (rng.random((1, 9, 28, 28, 1), np.float32),
+             np.array([[0, 1, 2, 2, 1, 0, 0, 1, 2]], np.int32))
+    task = (tf.constant(support[0][0]), tf.constant(labels))
+    params = [tf.convert_to_tensor(v) for v in model.trainable_variables]
+    started = learner.task_init(params, task)
+    kernel_index, bias_index = fewshot.head_indices(model)
+    phi = _features(model, support[0][0])
+    prototypes = np.stack([phi[labels == c].mean(0) for c in range(3)])
+    s = 0.6 / 3
+    np.testing.assert_allclose(started[kernel_index], s * prototypes.T, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(started[bias_index], -s / 2 * (prototypes ** 2).sum(1),
+                               rtol=1e-5)
+    for i, (a, b) in enumerate(zip(params, started)):   # the body is untouched
+        if i not in (kernel_index, bias_index):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    q = _features(model, query[0][0])
+    distances = ((q[:, None, :] - prototypes[None]) ** 2).sum(-1)
+    logits = q @ np.asarray(started[kernel_index], np.float64) + np.asarray(
+        started[bias_index], np.float64)
+    np.testing.assert_allclose(softmax(logits), softmax(-s / 2 * distances), atol=1e-5)
+    # the zero head's first inner step, without the bias, is the same kernel shifted by
+    # the prototypes' mean (a per-image constant of the logits)
+    zero_config = dataclasses.replace(config, prototype_head=False)
+    zero_model, zero_learner = fewshot.build_learner(zero_config)
+    for a, b in zip(zero_model.trainable_variables, model.trainable_variables):
+        a.assign(b if a.shape == b.shape and "logits" not in a.path else a)
+    first = zero_learner._adapt_task(params, task, tf.constant([0, 0], tf.int64), 1,
+                                     first_order=True).params
+    np.testing.assert_allclose(np.asarray(first[kernel_index]),
+                               s * (prototypes - prototypes.mean(0)).T, rtol=1e-4, atol=1e-6)
+    # no inner step: the nearest prototype, with the query batch's own statistics
+    nearest = distances.argmin(1)
+    metrics = learner.adapt_and_evaluate(support, query, 0, num_steps=0)
+    np.testing.assert_allclose(float(metrics["query_accuracy"]),
+                               np.mean(nearest == query[1][0]), atol=1e-6)
+    other, other_learner = fewshot.learner_for_way(config, model, 4)
+    four = (tf.constant(rng.random((4, 28, 28, 1), np.float32)), tf.constant([3, 2, 1, 0]))
+    started = other_learner.task_init([tf.convert_to_tensor(v)
+                                       for v in other.trainable_variables], four)
+    phi = _features(other, four[0].numpy())
+    np.testing.assert_allclose(started[fewshot.head_indices(other)[0]],
+                               0.6 / 4 * phi[[3, 2, 1, 0]].T, rtol=1e-5, atol=1e-7)
+
+
+def test_meta_gradient_flows_through_the_prototypes(tmp_path):
+    """The body's meta-gradient with a prototype head and no inner step equals the
+    gradient of a hand-written Euclidean prototype loss (query features against the mean
+    support features, both from the variables); with a zero head it is zero (its logits
+    do not depend on the body)."""
+    import keras
+    import tensorflow as tf
+    from tfmeta import fewshot
+    from tfmeta.meta.common import tf_variable
+    config = _config(tmp_path, "unused", "unused", "--algorithm=maml", "--train_n_way=0",
+                     "--zero_head", "--prototype_head", "--inner_lr=0.4")
+    config = dataclasses.replace(config, inner=dataclasses.replace(config.inner, num_steps=0))
+    model, learner = fewshot.build_learner(config)
+    rng = np.random.default_rng(3)
+    support = (rng.random((1, 2, 28, 28, 1), np.float32), np.array([[1, 0]], np.int32))
+    query = (rng.random((1, 4, 28, 28, 1), np.float32), np.array([[0, 1, 1, 0]], np.int32))
+    grads, _ = learner.meta_gradients(support, query, tf.constant(0, tf.int64))
+    features = keras.Model(model.input, model.get_layer("logits").input)
+    body = [tf_variable(v) for v in learner.meta_variables]
+    with tf.GradientTape() as tape:
+        phi = features(support[0][0], training=True)
+        prototypes = tf.gather(phi, [1, 0])        # class 0 is the second support image
+        q = features(query[0][0], training=True)
+        distances = tf.reduce_sum(tf.square(q[:, None] - prototypes[None]), -1)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            query[1][0], -0.4 / 2 / 2 * distances))
+    expected = tape.gradient(loss, body)
+    assert len(grads) == len(expected) > 0
+    largest = max(float(tf.reduce_max(tf.abs(g))) for g in expected)
+    assert largest > 1e-3
+    for got, want in zip(grads, expected):   # float32 noise: ~1e-6 of the largest
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-3,
+                                   atol=1e-4 * largest)
+    _, zero_learner = fewshot.build_learner(dataclasses.replace(config, prototype_head=False))
+    zero_grads, _ = zero_learner.meta_gradients(support, query, tf.constant(0, tf.int64))
+    assert all(not np.asarray(g).any() for g in zero_grads)
 
 
 def test_maml_tests_only_its_n_way(tmp_path):

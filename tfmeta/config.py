@@ -280,6 +280,12 @@ class FewShotConfig:
         body's first inner gradient is then zero (the logits do not depend on the
         features yet), so one inner step adapts the head only; Meta-SGD's head rates
         stay at --inner_lr (the head is outside the outer objective).
+      prototype_head: with zero_head: each task's head starts instead at its support
+        prototypes' Euclidean classifier, kernel (lr / n_way) * p_c and bias
+        -(lr / n_way) * |p_c|^2 / 2 (Proto-MAML, Triantafillou et al. 2020;
+        `fewshot.prototype_head`), in meta-training and at meta-test: the zero head's
+        first inner step plus the Euclidean bias; 0 inner steps make it the ProtoNet
+        classifier on the network's features. Meta-gradients flow through the prototypes.
     """
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig()
@@ -295,6 +301,7 @@ class FewShotConfig:
     init_from: str = ""
     protonet_refine_steps: int = 0
     zero_head: bool = False
+    prototype_head: bool = False
 
     @property
     def test_modes(self):
@@ -348,6 +355,9 @@ class FewShotConfig:
                f"--zero_head keeps the logits layer out of the meta-update, which needs an "
                f"outer objective ({', '.join(GRADIENT_ALGORITHMS)}); --algorithm="
                f"{self.outer.algorithm} has none")
+        _check(not self.prototype_head or self.zero_head,
+               "--prototype_head starts each task's head at its support prototypes in "
+               "place of the zero head; add --zero_head (the head is then not meta-trained)")
         _check(self.meta_lr_decay_every >= 0,
                "--meta_lr_decay_every must be >= 0 (0: constant --meta_lr)")
         _check(0 < self.meta_lr_decay_rate <= 1, "--meta_lr_decay_rate must be in (0, 1]")

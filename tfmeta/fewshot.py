@@ -28,10 +28,11 @@ from tfmeta.data import TaskSampler, load_class_images, splits
 from tfmeta.errors import ConfigError
 from tfmeta.eval.augmentation import confidence_interval
 from tfmeta.meta import Objective, ProtoNet, learner_from_config
+from tfmeta.meta.inner_loop import stateless_apply
 from tfmeta.models.classifiers import classification_objective, conv4, conv4_encoder
 
 __all__ = ["build_learner", "StaircaseAdam", "split_classification_task", "meta_test",
-           "run", "zero_head", "head_indices", "learner_for_way"]
+           "run", "zero_head", "head_indices", "learner_for_way", "prototype_head"]
 
 _POOL = {"conv4": "max", "conv4_stride": "stride"}
 
@@ -91,8 +92,11 @@ def build_learner(config):
         body = [i for i in range(len(model.trainable_variables)) if i not in head]
         outer_objective = Objective(objective.loss_fn, param_indices=body,
                                     name=objective.name)
-    return model, learner_from_config(config, model.trainable_variables, objective,
-                                      outer_objective, meta_opt)
+    learner = learner_from_config(config, model.trainable_variables, objective,
+                                  outer_objective, meta_opt)
+    if config.prototype_head:
+        learner.task_init = prototype_head(model, config.inner.lr / config.task.n_way)
+    return model, learner
 
 
 def zero_head(model):
@@ -105,6 +109,40 @@ def zero_head(model):
     for variable in head:
         variable.assign(tf.zeros(variable.shape, variable.dtype))
     return head
+
+
+def prototype_head(model, scale):
+    """`task_init` (see tfmeta.meta.common.Learner) that starts each task's logits layer
+    at the support prototypes' Euclidean classifier (Proto-MAML, Triantafillou et al.
+    2020): kernel column c = scale * p_c, bias c = -scale * |p_c|^2 / 2, where p_c is
+    the mean feature of class c's support images (the body's features under the task's
+    parameters, with the support batch's statistics, as the inner loop sees them). The
+    logits are then -scale * |phi - p_c|^2 / 2 up to a per-image constant: the ProtoNet
+    classifier (Snell et al. 2017) on the network's features, before any inner step.
+
+    With scale = lr / n_way (FewShotConfig.prototype_head) it is the zero head's first
+    inner SGD step, scale * (p_c - mean_c p_c) (tested: tests/test_fewshot.py), plus the
+    Euclidean bias; the shift by the prototypes' mean changes no softmax. The body's
+    parameters enter the head, so meta-gradients flow through the prototypes.
+    """
+    features = keras.Model(model.input, model.get_layer("logits").input)
+    position = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    body = [position[id(v)] for v in features.trainable_variables]
+    kernel_index, bias_index = head_indices(model)
+
+    def init(params, support):
+        images, labels = support
+        phi = stateless_apply(features, [params[i] for i in body], images, training=True)
+        n_way = params[kernel_index].shape[-1]
+        onehot = tf.one_hot(tf.cast(labels, tf.int32), n_way, dtype=phi.dtype)
+        prototypes = (tf.linalg.matmul(onehot, phi, transpose_a=True)
+                      / tf.reduce_sum(onehot, axis=0)[:, None])
+        params = list(params)
+        params[kernel_index] = tf.cast(scale, phi.dtype) * tf.transpose(prototypes)
+        params[bias_index] = (-0.5 * tf.cast(scale, phi.dtype)
+                              * tf.reduce_sum(tf.square(prototypes), axis=-1))
+        return params
+    return init
 
 
 def head_indices(model):
@@ -230,7 +268,9 @@ def run(config, log=print):
         model, learner = build_learner(config)
     log(f"[model] {config.network}: {model.count_params():,} parameters, "
         f"algorithm={config.outer.algorithm}, replicas={distribute.num_replicas(strategy)}"
-        + (", zero head (not meta-trained)" if config.zero_head else ""))
+        + (", zero head (not meta-trained)" if config.zero_head else "")
+        + (", each task's head starts at its support prototypes" if config.prototype_head
+           else ""))
     own = tf.train.latest_checkpoint(os.path.join(config.train.workdir, "checkpoints"))
     if config.init_from and not own:   # a resume continues this run's own checkpoint
         # a zero head is not read, so the body may come from a run at another n_way

@@ -92,6 +92,12 @@ class Learner:
     """
 
     update_rule_variables = ()
+    # Optional `task_init(params, support) -> params`: rewrites every task's starting
+    # parameters from its support set before the inner loop, in meta-training (inside the
+    # outer tape, so meta-gradients flow through it) and at meta-test alike; e.g. the
+    # prototype head of Proto-MAML (`tfmeta.fewshot.prototype_head`). MAML family only
+    # (Reptile and aggregation step towards the adapted weights, which would carry it).
+    task_init = None
 
     def __init__(self, variables, inner_objectives, eval_objectives, inner_update,
                  num_inner_steps, seed=0, parallel_tasks=1, recompute=False):
@@ -226,6 +232,8 @@ class Learner:
         return acc, tf.cast(count, tf.float32)
 
     def _adapt_task(self, params, support, task_seed, num_steps, first_order):
+        if self.task_init is not None:
+            params = self.task_init(params, support)
         return adapt(self.inner_objectives, params, support, num_steps, self.inner_rule(),
                      first_order=first_order, seed=fold_seed(task_seed, 0),
                      recompute=self.recompute)
