@@ -223,9 +223,7 @@ def test_prototype_head_is_the_euclidean_prototype_classifier(tmp_path):
     # the zero head's first inner step, without the bias, is the same kernel shifted by
     # the prototypes' mean (a per-image constant of the logits)
     zero_config = dataclasses.replace(config, prototype_head=False)
-    zero_model, zero_learner = fewshot.build_learner(zero_config)
-    for a, b in zip(zero_model.trainable_variables, model.trainable_variables):
-        a.assign(b if a.shape == b.shape and "logits" not in a.path else a)
+    _, zero_learner = fewshot.build_learner(zero_config)
     first = zero_learner._adapt_task(params, task, tf.constant([0, 0], tf.int64), 1,
                                      first_order=True).params
     np.testing.assert_allclose(np.asarray(first[kernel_index]),
@@ -540,7 +538,7 @@ def test_init_from_is_used_once_then_the_run_resumes(tmp_path, data_dir):
     result = fewshot.run(_tiny(tmp_path, tmp_path / "three", "--zero_head", "--n_way=3",
                                "--test_n_ways=5", f"--init_from={tmp_path / 'maml'}",
                                "--num_steps=1"), log=lines.append)
-    assert any("the head stays zero" in ln for ln in lines)
+    assert any("the stored head is not read" in ln for ln in lines)
     assert sorted(result["tests"]) == ["3way", "5way"]
     assert [ln.split(":")[1].split()[0] for ln in lines if ln.startswith("[test]")] == [
         "3-way", "5-way"]

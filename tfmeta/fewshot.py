@@ -277,7 +277,7 @@ def run(config, log=print):
         path = train_lib.init_weights(learner, config.init_from,
                                       skip=head_indices(model) if config.zero_head else ())
         log(f"[model] network weights from {path} (optimiser, step and learned rates "
-            "start fresh" + ("; the head stays zero" if config.zero_head else "") + ")")
+            "start fresh" + ("; the stored head is not read" if config.zero_head else "") + ")")
     learner = distribute.distribute_learner(learner, strategy)
 
     def evaluate(step, writer):
