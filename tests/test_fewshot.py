@@ -132,13 +132,19 @@ def test_config_errors_name_the_flag(extra, match, tmp_path):
         _config(tmp_path, "unused", "unused", *extra)
 
 
+def _features(model, images):
+    """The network's penultimate features of `images` (float64), batch statistics."""
+    import keras
+    return np.asarray(keras.Model(model.input, model.get_layer("logits").input)(
+        images, training=True), np.float64)
+
+
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "meta_sgd"])
 def test_zero_head_starts_every_task_at_zero_and_meta_trains_the_body(algorithm, tmp_path):
     """The zeroing trick: the logits layer is zero at every task's start (the support
     loss before adaptation is log(n_way)), stays out of the meta-update (exactly zero
     after meta-steps, while the body moves), and one inner SGD step from it writes each
     class's mean support features into its column: W1 = lr/N sum_s phi(x_s)(y_s - 1/n)."""
-    import keras
     import tensorflow as tf
     from tfmeta import fewshot
     config = _config(tmp_path, "unused", "unused", f"--algorithm={algorithm}",
@@ -165,19 +171,11 @@ def test_zero_head_starts_every_task_at_zero_and_meta_trains_the_body(algorithm,
     task = (tf.constant(support[0][0]), tf.constant(support[1][0]))
     adapted = learner._adapt_task(params, task, tf.constant([0, 0], tf.int64), 1,
                                   first_order=True).params
-    features = keras.Model(model.input, model.get_layer("logits").input)(task[0],
-                                                                           training=True)
     onehot = np.eye(2)[support[1][0]]
-    expected = 0.4 / 2 * np.asarray(features).T @ (onehot - 0.5)
+    expected = 0.4 / 2 * _features(model, support[0][0]).T @ (onehot - 0.5)
     index = [i for i, v in enumerate(model.trainable_variables) if v is head[0]][0]
     np.testing.assert_allclose(np.asarray(adapted[index]), expected, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(adapted[index + 1]), 0.0, atol=1e-6)
-
-
-def _features(model, images):
-    import keras
-    return np.asarray(keras.Model(model.input, model.get_layer("logits").input)(
-        images, training=True), np.float64)
 
 
 def test_prototype_head_is_the_euclidean_prototype_classifier(tmp_path):
