@@ -124,6 +124,12 @@ def test_trainer_prints_one_line_naming_file_and_line(pooled_omniglot_dir, tmp_p
      "--algorithm=reptile has none"),
     (["--algorithm=maml", "--train_n_way=0", "--prototype_head"],
      "--prototype_head starts each task's head at its support prototypes .* add --zero_head"),
+    (["--algorithm=maml", "--train_n_way=0", "--meta_step_anneal"],
+     "--meta_step_anneal anneals --meta_step_size, which only reptile and aggregation use"),
+    (["--train_k_shot=15", "--train_k_query=6"],
+     "--train_k_shot \\+ --train_k_query = 15 \\+ 6 images per class, more than the 20"),
+    (["--train_k_shot=-1"], "--train_k_shot must be >= 0"),
+    (["--inner_batch=-1"], "--inner_batch must be >= 0"),
     (["--algorithm=meta_sgd", "--train_n_way=0", "--zero_head", "--test_n_ways=5"],
      "which only --algorithm=protonet, or maml/fomaml with --zero_head, support"),
 ])
@@ -462,6 +468,39 @@ def test_run_reports_both_test_statistics(tmp_path, data_dir):
     assert result["test"] == result["tests"][f"{n}way"]
     for test in result["tests"].values():
         assert test["num_tasks"] == 2 and 0.0 <= test["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("algorithm", ["reptile", "aggregation"])
+def test_meta_step_anneal_builds_the_linear_schedule(algorithm, tmp_path):
+    import tensorflow as tf
+    from tfmeta import fewshot
+    config = _config(tmp_path, "unused", "unused", f"--algorithm={algorithm}",
+                     "--train_n_way=0", "--meta_step_size=0.8", "--meta_step_anneal",
+                     "--num_steps=10")
+    learner = fewshot.build_learner(config)[1]
+    schedule = getattr(learner, "meta_step_size", None) or learner.step_size
+    assert float(schedule(tf.constant(5, tf.int64))) == pytest.approx(0.4)
+    constant = fewshot.build_learner(dataclasses.replace(
+        config, outer=dataclasses.replace(config.outer, meta_step_anneal=False)))[1]
+    assert (getattr(constant, "meta_step_size", None) or constant.step_size) == 0.8
+
+
+def test_training_tasks_take_train_k_shot_and_tests_k_shot(tmp_path, monkeypatch):
+    from tfmeta import fewshot
+    shots = []
+
+    class Recording(fewshot.TaskSampler):
+        def __init__(self, images, n_way, k_shot, k_query, **kwargs):
+            shots.append((k_shot, k_query))
+            super().__init__(images, n_way, k_shot, k_query, **kwargs)
+
+    monkeypatch.setattr(fewshot, "TaskSampler", Recording)
+    config = _tiny(tmp_path, tmp_path / "run", "--algorithm=reptile", "--num_steps=1",
+                   "--train_k_shot=3", "--train_k_query=1", "--meta_step_anneal")
+    result = fewshot.run(config, log=lambda m: None)
+    # training (3 shots, 1 query), then validation and the test (1 shot, 5 queries)
+    assert shots[0] == (3, 1) and set(shots[1:]) == {(1, 5)} and len(shots) >= 3
+    assert 0.0 <= result["test"]["accuracy"] <= 1.0
 
 
 def _tiny(tmp_path, workdir, *extra):

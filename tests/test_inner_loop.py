@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfmeta.errors import ConfigError  # noqa: E402
-from tfmeta.meta import SGD, Adam, Objective, adapt, keras_loss, param_slices  # noqa: E402
+from tfmeta.meta import (SGD, Adam, Objective, adapt, keras_loss,  # noqa: E402
+                         make_learner, minibatch_objective, param_slices)
 
 
 def _linear(n_in=3, n_out=2, seed=0):
@@ -148,6 +149,66 @@ def test_step_seeds_are_folded_and_reproducible():
     # Step 0 and step 1 draw different noise: the update is not 2 * the first step.
     step0 = adapt(Objective(noisy), theta, (), 1, SGD(1.0), seed=tf.constant([3, 4]))
     assert not np.allclose(first.params[0], 2 * step0.params[0].numpy())
+
+
+def _subset_code(params, batch, seed):
+    """Loss sum_i 2^id_i over the examples it sees: each subset of ids has its own value
+    (and params[0] enters it, so adapt has a gradient)."""
+    del seed
+    return tf.reduce_sum(tf.pow(tf.constant(2.0, tf.float64), batch[0])) + params[0][0] * 0.0
+
+
+def _ids(code):
+    return {i for i in range(16) if int(round(float(code))) >> i & 1}
+
+
+def test_minibatch_objective_draws_a_seeded_subset_without_replacement():
+    ids = (tf.range(10, dtype=tf.float64),)
+    objective = minibatch_objective(Objective(_subset_code), 4)
+    theta = [tf.zeros([1], tf.float64)]
+    draws = [_ids(objective(theta, ids, tf.constant([1, s], tf.int64))[0]) for s in range(6)]
+    assert all(len(d) == 4 and d <= set(range(10)) for d in draws)   # distinct ids
+    assert len({frozenset(d) for d in draws}) > 1                     # seed-dependent
+    again = _ids(objective(theta, ids, tf.constant([1, 0], tf.int64))[0])
+    assert again == draws[0]                                          # repeatable
+    # a batch no larger than the minibatch is used whole
+    small = minibatch_objective(Objective(_subset_code), 10)
+    assert _ids(small(theta, ids, tf.constant([1, 2], tf.int64))[0]) == set(range(10))
+    with pytest.raises(ConfigError, match="batch_size >= 1"):
+        minibatch_objective(Objective(_subset_code), 0)
+
+
+def test_adapt_draws_a_fresh_minibatch_every_step():
+    ids = (tf.range(10, dtype=tf.float64),)
+    objective = minibatch_objective(Objective(_subset_code), 3)
+    theta = [tf.zeros([1], tf.float64)]
+    result = adapt(objective, theta, ids, 4, SGD(0.1), seed=tf.constant([5, 6]))
+    steps = [frozenset(_ids(loss)) for loss in result.losses[:, 0]]
+    assert all(len(s) == 3 for s in steps) and len(set(steps)) > 1
+    repeat = adapt(objective, theta, ids, 4, SGD(0.1), seed=tf.constant([5, 6]))
+    np.testing.assert_array_equal(result.losses, repeat.losses)
+
+
+@pytest.mark.parametrize("algorithm", ["reptile", "aggregation"])
+def test_reptile_evaluates_every_query_with_a_minibatched_inner_loop(algorithm):
+    model = _linear()
+    full = Objective(keras_loss(model, _mse))
+    rng = np.random.default_rng(3)
+    support, query = _data(rng, 2), _data(rng, 12)
+    learner = make_learner(algorithm, model.trainable_variables,
+                           minibatch_objective(full, 4), full, inner_optimizer="sgd",
+                           inner_lr=0.1, num_inner_steps=2, eval_objectives=full)
+    batch = lambda b: tuple(x[None] for x in b)   # noqa: E731  (one task)
+    metrics = learner.adapt_and_evaluate(batch(support), batch(query), 0)
+    # the 2-image support fits the minibatch: the adapted weights are full-batch SGD's
+    w, b = (v.numpy() for v in model.trainable_variables)
+    x, y = (t.numpy() for t in support)
+    for _ in range(2):
+        err = x @ w + b - y
+        w, b = w - 0.1 * 2.0 / err.size * x.T @ err, b - 0.1 * 2.0 / err.size * err.sum(0)
+    qx, qy = (t.numpy() for t in query)
+    assert float(metrics["query_loss"]) == pytest.approx(np.mean((qx @ w + b - qy) ** 2),
+                                                         rel=1e-6)   # float32 metric
 
 
 def test_keras_loss_slices_and_errors():

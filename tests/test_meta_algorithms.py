@@ -16,7 +16,7 @@ import tensorflow as tf  # noqa: E402
 from tfmeta.errors import ConfigError  # noqa: E402
 from tfmeta.meta import (MAML, SGD, Adam, MetaCurvature, MetaSGD,  # noqa: E402
                          ModelAggregation, Objective, Preconditioned, Reptile, adapt,
-                         keras_loss, param_slices)
+                         keras_loss, linear_anneal, param_slices)
 from tfmeta.models.classifiers import classification_objective, conv4  # noqa: E402
 from tfmeta.models.layers import MetaNorm  # noqa: E402
 
@@ -275,6 +275,35 @@ def test_reptile_update_equals_numpy_interpolation(use_optimizer):
     direction = np.concatenate([(mean_w - w0).ravel(), (mean_b - b0).ravel()])
     np.testing.assert_allclose(metrics["meta_update_norm"], np.linalg.norm(direction),
                                rtol=1e-5)
+
+
+def test_linear_anneal_reaches_final_at_num_steps_then_holds():
+    anneal = linear_anneal(0.8, 4)
+    values = [float(anneal(tf.constant(s, tf.int64))) for s in (0, 1, 2, 4, 9)]
+    assert values == pytest.approx([0.8, 0.6, 0.4, 0.0, 0.0], abs=1e-15)
+    assert float(linear_anneal(1.0, 10, final=0.5)(tf.constant(5, tf.int64))) == 0.75
+    with pytest.raises(ConfigError, match="num_steps >= 1"):
+        linear_anneal(1.0, 0)
+
+
+@pytest.mark.parametrize("kind", ["reptile", "aggregation"])
+def test_annealed_step_size_moves_by_its_value_at_that_step(kind):
+    """Meta-step 3 of linear_anneal(1, 4) interpolates by 0.25 (numpy reference)."""
+    model = _linear_model(3)
+    objective = Objective(keras_loss(model, _mse))
+    w0, b0 = (v.numpy() for v in model.trainable_variables)
+    support = _regression_tasks(np.random.default_rng(4))
+    schedule = linear_anneal(1.0, 4)
+    learner = (Reptile(model.trainable_variables, objective, SGD(0.1), 2,
+                       meta_step_size=schedule) if kind == "reptile" else
+               ModelAggregation(model.trainable_variables, objective, SGD(0.1), 2,
+                                step_size=schedule))
+    learner.meta_step(support, None, 3)
+    adapted = [_numpy_adapt(w0, b0, support[0][t].numpy(), support[1][t].numpy(), 0.1, 2)
+               for t in range(3)]
+    mean_w = np.mean([a[0] for a in adapted], 0)
+    np.testing.assert_allclose(model.trainable_variables[0].numpy(),
+                               w0 + 0.25 * (mean_w - w0), rtol=1e-12)
 
 
 @pytest.mark.parametrize("weighting", ["uniform", "softmax", "inverse"])

@@ -93,6 +93,13 @@ def test_bad_flag_value_names_the_flag(tmp_path):
                                                        ["--k_shot=10", "--k_query=15"]))
 
 
+def test_generation_refuses_the_few_shot_inner_minibatch(tmp_path):
+    from tfmeta.errors import ConfigError
+    with pytest.raises(ConfigError, match="--inner_batch is for few-shot classification"):
+        common.parse_config(cfg.GenerationConfig(), _argv("configs/tiny_gan.cfg", tmp_path,
+                                                          ["--inner_batch=4"]))
+
+
 def test_data_progress_lines_are_printed_once(capsys, monkeypatch):
     import logging
     log = logging.getLogger("tfmeta.data")

@@ -123,6 +123,9 @@ class TaskConfig:
     train_k_query: query images per class of *training* tasks (few-shot classification;
       the original MAML Omniglot code meta-trains with 1 per class); 0 = k_query.
       Evaluation and meta-test tasks always use k_query.
+    train_k_shot: support images per class of *training* tasks (few-shot classification;
+      Nichol et al.'s Reptile trains its inner loop on 10 per class for 1-shot tests);
+      0 = k_shot. Evaluation and meta-test tasks always use k_shot.
     """
     n_way: int = 5
     k_shot: int = 1
@@ -130,6 +133,7 @@ class TaskConfig:
     meta_batch_size: int = 32
     train_n_way: int = 0
     train_k_query: int = 0
+    train_k_shot: int = 0
 
     def validate(self):
         """Raises ConfigError naming the flag of the first invalid field; returns self."""
@@ -137,6 +141,7 @@ class TaskConfig:
             _check(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
         _check(self.train_n_way >= 0, "--train_n_way must be >= 0 (0: same as --n_way)")
         _check(self.train_k_query >= 0, "--train_k_query must be >= 0 (0: same as --k_query)")
+        _check(self.train_k_shot >= 0, "--train_k_shot must be >= 0 (0: same as --k_shot)")
 
     @property
     def training_n_way(self):
@@ -147,6 +152,11 @@ class TaskConfig:
     def training_k_query(self):
         """Query images per class of training tasks: train_k_query, or k_query when 0."""
         return self.train_k_query or self.k_query
+
+    @property
+    def training_k_shot(self):
+        """Support images per class of training tasks: train_k_shot, or k_shot when 0."""
+        return self.train_k_shot or self.k_shot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,18 +169,25 @@ class InnerConfig:
       lr: inner learning rate (initial value of the learned rates for Meta-SGD).
       optimizer: "sgd" or "adam" (functional, see tfmeta.meta.inner_loop).
       first_order: drop second-order terms (FOMAML); "fomaml" sets it implicitly.
+      batch_size: few-shot classification: each inner step uses this many support
+        images, a fresh random subset every step (`meta.minibatch_objective`; Nichol et
+        al.'s Reptile trains on 10 of 50); 0 = the whole support. It applies at meta-test
+        too, where a support of at most this many images (5-way 1-shot: 5) is used
+        whole; query evaluation and outer losses always use every image.
     """
     num_steps: int = 1
     eval_num_steps: int = 3
     lr: float = 0.4
     optimizer: str = "sgd"
     first_order: bool = False
+    batch_size: int = 0
 
     def validate(self):
         """Raises ConfigError naming the flag of the first invalid field; returns self."""
         _check(self.num_steps >= 1, "--inner_steps must be >= 1")
         _check(self.eval_num_steps >= 0, "--eval_inner_steps must be >= 0")
         _check(self.lr > 0, "--inner_lr must be > 0")
+        _check(self.batch_size >= 0, "--inner_batch must be >= 0 (0: the whole support)")
         _check(self.optimizer in INNER_OPTIMIZERS,
                f"--inner_optimizer must be one of {INNER_OPTIMIZERS}, got {self.optimizer!r}")
 
@@ -183,11 +200,15 @@ class OuterConfig:
       algorithm: see FEWSHOT_ALGORITHMS / GENERATION_ALGORITHMS.
       meta_lr: Adam learning rate of the meta-optimiser (MAML family, ProtoNets).
       meta_step_size: interpolation step ε of Reptile / aggregation (θ ← θ + ε(θ̃ − θ)).
+      meta_step_anneal: ε decays linearly from meta_step_size at the first meta-step to 0
+        at --num_steps (Nichol et al. 2018's Reptile schedule, `meta.linear_anneal`); the
+        schedule follows --num_steps, so resuming with a larger one raises ε again.
       aggregation_weighting: "uniform" or "loss" (see tfmeta.meta.aggregation).
     """
     algorithm: str = "maml"
     meta_lr: float = 1e-3
     meta_step_size: float = 1.0
+    meta_step_anneal: bool = False
     aggregation_weighting: str = "uniform"
 
     def validate(self, allowed=FEWSHOT_ALGORITHMS):
@@ -196,6 +217,9 @@ class OuterConfig:
                f"--algorithm must be one of {allowed}, got {self.algorithm!r}")
         _check(self.meta_lr > 0, "--meta_lr must be > 0")
         _check(0 < self.meta_step_size <= 1.0, "--meta_step_size must be in (0, 1]")
+        _check(not self.meta_step_anneal or self.algorithm in ("reptile", "aggregation"),
+               f"--meta_step_anneal anneals --meta_step_size, which only reptile and "
+               f"aggregation use; --algorithm={self.algorithm} does not")
         _check(self.aggregation_weighting in ("uniform", "loss"),
                "--aggregation_weighting must be uniform or loss")
 
@@ -369,9 +393,14 @@ class FewShotConfig:
                f"--init_from {self.init_from!r} is not a directory (give a run's workdir)")
         per_class = 20 if self.data.dataset == "omniglot" else None
         if per_class is not None:
-            _check(self.task.k_shot + self.task.k_query <= per_class,
-                   f"--k_shot + --k_query = {self.task.k_shot + self.task.k_query} exceeds the "
+            t = self.task
+            _check(t.k_shot + t.k_query <= per_class,
+                   f"--k_shot + --k_query = {t.k_shot + t.k_query} exceeds the "
                    f"{per_class} images per Omniglot class; lower --k_query")
+            _check(t.training_k_shot + t.training_k_query <= per_class,
+                   f"training tasks take --train_k_shot + --train_k_query = "
+                   f"{t.training_k_shot} + {t.training_k_query} images per class, more "
+                   f"than the {per_class} of an Omniglot class; lower them")
         return self
 
 
@@ -550,6 +579,8 @@ class GenerationConfig:
         for part in (self.data, self.task, self.inner, self.train):
             part.validate()
         self.outer.validate(GENERATION_ALGORITHMS)
+        _check(not self.inner.batch_size, "--inner_batch is for few-shot classification "
+               "(trainers.fewshot); generation adapts on the whole support")
         _check(self.model in GENERATION_MODELS,
                f"--model must be one of {GENERATION_MODELS}, got {self.model!r}")
         _check(self.gan_loss in ("wgan_gp", "hinge", "nonsaturating"),

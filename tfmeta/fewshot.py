@@ -28,7 +28,7 @@ from tfmeta.data import TaskSampler, load_class_images, splits
 from tfmeta.errors import ConfigError
 from tfmeta.eval.augmentation import confidence_interval
 from tfmeta.meta import Objective, ProtoNet, learner_from_config
-from tfmeta.meta.inner_loop import stateless_apply
+from tfmeta.meta.inner_loop import minibatch_objective, stateless_apply
 from tfmeta.models.classifiers import classification_objective, conv4, conv4_encoder
 
 __all__ = ["build_learner", "StaircaseAdam", "split_classification_task", "meta_test",
@@ -92,8 +92,10 @@ def build_learner(config):
         body = [i for i in range(len(model.trainable_variables)) if i not in head]
         outer_objective = Objective(objective.loss_fn, param_indices=body,
                                     name=objective.name)
-    learner = learner_from_config(config, model.trainable_variables, objective,
-                                  outer_objective, meta_opt)
+    inner_objective = (minibatch_objective(objective, config.inner.batch_size)
+                       if config.inner.batch_size else objective)
+    learner = learner_from_config(config, model.trainable_variables, inner_objective,
+                                  outer_objective, meta_opt, eval_objectives=objective)
     if config.prototype_head:
         learner.task_init = prototype_head(model, config.inner.lr / config.task.n_way)
     return model, learner
@@ -227,8 +229,8 @@ def _load_splits(config, log):
         where = {role: f" ({path})" for role, path in paths.items()}
     out = {}
     # images of one class per task: classes with fewer are skipped (named in a warning)
-    per_task = {"train": t.k_shot + t.training_k_query, "val": t.k_shot + t.k_query,
-                "test": t.k_shot + t.k_query}
+    per_task = {"train": t.training_k_shot + t.training_k_query,
+                "val": t.k_shot + t.k_query, "test": t.k_shot + t.k_query}
     for role, name in names.items():
         images = load_class_images(d.dataset, split=name, image_size=d.image_size,
                                    data_dir=d.data_dir, cache_dir=d.cache_dir,
@@ -262,8 +264,8 @@ def run(config, log=print):
     strategy = distribute.make_strategy(config.train.strategy)
     d, t = config.data, config.task
     images = _load_splits(config, log)
-    sampler = TaskSampler(images["train"], t.training_n_way, t.k_shot, t.training_k_query,
-                          seed=config.train.seed)
+    sampler = TaskSampler(images["train"], t.training_n_way, t.training_k_shot,
+                          t.training_k_query, seed=config.train.seed)
     with distribute.scope(strategy):   # variables and optimiser slots are mirrored
         model, learner = build_learner(config)
     log(f"[model] {config.network}: {model.count_params():,} parameters, "

@@ -61,16 +61,22 @@ FIELDS = {
     "train_n_way": ("task", "train_n_way", "classes per training task (0: --n_way)"),
     "train_k_query": ("task", "train_k_query",
                       "query images per class of training tasks (0: --k_query)"),
+    "train_k_shot": ("task", "train_k_shot",
+                     "support images per class of training tasks (0: --k_shot)"),
     # inner loop
     "inner_steps": ("inner", "num_steps", "adaptation steps during meta-training"),
     "eval_inner_steps": ("inner", "eval_num_steps", "adaptation steps at meta-test"),
     "inner_lr": ("inner", "lr", "inner learning rate"),
     "inner_optimizer": ("inner", "optimizer", "sgd or adam"),
     "first_order": ("inner", "first_order", "drop second-order terms"),
+    "inner_batch": ("inner", "batch_size", "support images per meta-training inner step, "
+                    "a random subset each step (0: all)"),
     # outer loop
     "algorithm": ("outer", "algorithm", "meta-learning algorithm"),
     "meta_lr": ("outer", "meta_lr", "meta-optimiser (Adam) learning rate"),
     "meta_step_size": ("outer", "meta_step_size", "Reptile/aggregation interpolation step"),
+    "meta_step_anneal": ("outer", "meta_step_anneal", "anneal --meta_step_size linearly "
+                         "to 0 at --num_steps (Reptile's schedule)"),
     "aggregation_weighting": ("outer", "aggregation_weighting", "uniform or loss"),
     # loop
     "workdir": ("train", "workdir", "run directory (checkpoints, TensorBoard, config.json)"),

@@ -4,9 +4,11 @@ See WORKSPACE.md ("Meta-learning core") for the contract. Importing this imports
 """
 
 from tfmeta.meta.aggregation import ModelAggregation
+from tfmeta.meta.common import linear_anneal
 from tfmeta.meta.contract import MetaLearner
 from tfmeta.meta.inner_loop import (SGD, Adam, AdaptResult, Objective, adapt, fold_seed,
-                                    keras_loss, param_slices, stateless_apply)
+                                    keras_loss, minibatch_objective, param_slices,
+                                    stateless_apply)
 from tfmeta.meta.maml import MAML
 from tfmeta.meta.meta_curvature import MetaCurvature, Preconditioned
 from tfmeta.meta.meta_sgd import MetaSGD
@@ -18,4 +20,5 @@ __all__ = ["SGD", "Adam", "AdaptResult", "Objective", "adapt", "fold_seed", "ker
            "param_slices", "stateless_apply", "MAML", "MetaSGD", "MetaCurvature",
            "Preconditioned", "Reptile", "make_learner", "learner_from_config",
            "GRADIENT_ALGORITHMS",
-           "ModelAggregation", "ProtoNet", "MetaLearner"]
+           "ModelAggregation", "ProtoNet", "MetaLearner", "linear_anneal",
+           "minibatch_objective"]

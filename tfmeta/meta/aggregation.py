@@ -20,7 +20,7 @@ one running sum instead of B copies of the weights.
 import tensorflow as tf
 
 from tfmeta.errors import ConfigError
-from tfmeta.meta.common import Learner, MetaUpdate, tf_variable
+from tfmeta.meta.common import Learner, MetaUpdate, step_scalar, tf_variable
 from tfmeta.meta.inner_loop import fold_seed
 
 __all__ = ["ModelAggregation", "WEIGHTINGS"]
@@ -31,28 +31,31 @@ WEIGHTINGS = ("uniform", "softmax", "inverse")
 class ModelAggregation(Learner):
     """Weighted averaging of per-task adapted weights.
 
-    variables, objectives, inner_update, num_inner_steps, seed, parallel_tasks: as Reptile.
-    step_size: float in (0, 1] (1 = replace theta by the aggregate).
+    variables, objectives, inner_update, num_inner_steps, seed, parallel_tasks,
+    eval_objectives (the query objectives, also of the task weights): as Reptile.
+    step_size: float in (0, 1] (1 = replace theta by the aggregate), or a callable
+      `step (int64 tensor) -> scalar` such as `common.linear_anneal(1.0, num_steps)`.
     weighting: one of WEIGHTINGS; temperature: > 0, for "softmax".
     Metrics: common ones plus `meta_update_norm` (norm of aggregate - theta) and
     `max_task_weight` (largest w_t; 1/B for uniform).
     """
 
     def __init__(self, variables, objectives, inner_update, num_inner_steps, step_size=1.0,
-                 weighting="uniform", temperature=1.0, seed=0, parallel_tasks=1):
-        super().__init__(variables, objectives, objectives, inner_update, num_inner_steps,
-                         seed=seed, parallel_tasks=parallel_tasks)
+                 weighting="uniform", temperature=1.0, seed=0, parallel_tasks=1,
+                 eval_objectives=None):
+        super().__init__(variables, objectives, eval_objectives or objectives, inner_update,
+                         num_inner_steps, seed=seed, parallel_tasks=parallel_tasks)
         if weighting not in WEIGHTINGS:
             raise ConfigError(f"ModelAggregation weighting must be one of {WEIGHTINGS}, "
                               f"got {weighting!r}")
-        if not 0 < step_size <= 1:
+        if not callable(step_size) and not 0 < step_size <= 1:
             raise ConfigError(f"ModelAggregation step_size must be in (0, 1], got {step_size}")
         if temperature <= 0:
             raise ConfigError(f"ModelAggregation temperature must be > 0, got {temperature}")
         if num_inner_steps < 1:
             raise ConfigError(f"ModelAggregation num_inner_steps must be >= 1, got "
                               f"{num_inner_steps}")
-        self.step_size = float(step_size)
+        self.step_size = step_size if callable(step_size) else float(step_size)
         self.weighting = weighting
         self.temperature = float(temperature)
         self._moved = sorted({i for idx in self._inner_idx for i in idx})
@@ -112,10 +115,9 @@ class ModelAggregation(Learner):
         return MetaUpdate(direction, run_max + tf.math.log(norm), metrics)
 
     def apply_update(self, values, step):
-        """theta += step_size * values."""
-        del step
+        """theta += step_size * values (step_size at `step` when it is a schedule)."""
         for v, d in zip(self.update_variables, values):
-            tf_variable(v).assign_add(tf.constant(self.step_size, d.dtype) * d)
+            tf_variable(v).assign_add(step_scalar(self.step_size, step, d.dtype) * d)
 
     def _meta_step_graph(self, support, query, step):
         update = self.meta_update(support, query, step)

@@ -24,7 +24,7 @@ from tfmeta.errors import ConfigError
 from tfmeta.meta.inner_loop import Objective, adapt, fold_seed
 
 __all__ = ["Learner", "MetaUpdate", "tf_variable", "as_objectives", "num_tasks",
-           "task_slice"]
+           "task_slice", "linear_anneal", "step_scalar"]
 
 
 def tf_variable(variable):
@@ -53,6 +53,29 @@ def num_tasks(batch):
 def task_slice(batch, t):
     """Task `t` of a nested task batch (every leaf indexed on its leading axis)."""
     return tf.nest.map_structure(lambda x: tf.gather(x, t), batch)
+
+
+def linear_anneal(start, num_steps, final=0.0):
+    """`step -> start + (final - start) * min(step / num_steps, 1)`: a step size annealed
+    linearly over `num_steps` meta-steps, then held at `final` (Nichol et al. 2018 anneal
+    Reptile's epsilon from 1 to 0 over training). `step`: an integer tensor (the 0-based
+    meta-step); returns a float64 scalar tensor."""
+    if num_steps < 1:
+        raise ConfigError(f"linear_anneal needs num_steps >= 1, got {num_steps}")
+
+    def value(step):
+        done = tf.minimum(tf.cast(step, tf.float64) / float(num_steps), 1.0)
+        return tf.constant(start, tf.float64) + (final - start) * done
+    return value
+
+
+def step_scalar(value, step, dtype):
+    """`value` at meta-step `step` as a `dtype` scalar tensor: a Python number, or a
+    callable `step -> scalar tensor` (e.g. `linear_anneal`). Numbers become constants of
+    `dtype` directly: a float32 detour would perturb float64 variables."""
+    if callable(value):
+        return tf.cast(value(tf.cast(step, tf.int64)), dtype)
+    return tf.constant(value, dtype)
 
 
 class MetaUpdate(NamedTuple):

@@ -25,7 +25,7 @@ from tfmeta.errors import ConfigError
 
 __all__ = [
     "Objective", "AdaptResult", "SGD", "Adam", "adapt", "keras_loss", "stateless_apply",
-    "param_slices", "fold_seed",
+    "param_slices", "fold_seed", "minibatch_objective",
 ]
 
 
@@ -79,6 +79,31 @@ class Objective:
 
     def __repr__(self):
         return f"Objective(name={self.name!r}, param_indices={self.param_indices})"
+
+
+_MINIBATCH_STREAM = 0x6D62   # folded into an objective's seed: the minibatch draw's own
+
+
+def minibatch_objective(objective, batch_size):
+    """`objective` evaluated on `batch_size` examples of its batch, a different random
+    subset (without replacement) at every call: every leaf of the batch is gathered along
+    its leading axis by a permutation drawn from the call's seed, so each inner step of
+    `adapt` sees its own minibatch (step s gets seed `fold_seed(seed, s, k)`), seeded and
+    repeatable. A batch of at most `batch_size` examples is used whole (in a permuted
+    order). Nichol et al. (2018) train Reptile's inner loop on minibatches of 10 of a
+    task's 50 images; Finn et al. take every inner step on the whole support.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"minibatch_objective needs batch_size >= 1, got {batch_size}")
+
+    def loss_fn(params, batch, seed):
+        n = tf.shape(tf.nest.flatten(batch)[0])[0]
+        draw = tf.random.stateless_uniform([n], fold_seed(seed, _MINIBATCH_STREAM))
+        take = tf.argsort(draw)[:tf.minimum(batch_size, n)]
+        return objective(params, tf.nest.map_structure(lambda x: tf.gather(x, take), batch),
+                         seed)
+
+    return Objective(loss_fn, objective.param_indices, objective.name)
 
 
 class AdaptResult(NamedTuple):

@@ -16,7 +16,7 @@ adapt on support and query together, as the paper does, pass them concatenated a
 import tensorflow as tf
 
 from tfmeta.errors import ConfigError
-from tfmeta.meta.common import Learner, MetaUpdate, tf_variable
+from tfmeta.meta.common import Learner, MetaUpdate, step_scalar, tf_variable
 from tfmeta.meta.inner_loop import fold_seed
 
 __all__ = ["Reptile"]
@@ -28,16 +28,21 @@ class Reptile(Learner):
     variables: list of variables (theta). objectives: Objective or list (inner loop, and
       evaluation on the query set for metrics). inner_update: `SGD`/`Adam`, state reset per
       task. num_inner_steps: int >= 1.
-    meta_step_size: epsilon, a float or a callable `step (int64 tensor) -> scalar` (e.g. a
-      linear anneal); exclusive with meta_optimizer (a Keras 3 optimizer).
+    meta_step_size: epsilon, a float or a callable `step (int64 tensor) -> scalar` (e.g.
+      `common.linear_anneal(1.0, num_steps)`, the paper's schedule); exclusive with
+      meta_optimizer (a Keras 3 optimizer).
+    eval_objectives: the query objectives of the metrics and of `adapt_and_evaluate`
+      (default: `objectives`; e.g. the full-batch objective when the inner one is a
+      `minibatch_objective`).
     Metrics: the common ones (query_* only when query is given) plus `meta_update_norm`,
     the global norm of `mean_t(phi_t) - theta`.
     """
 
     def __init__(self, variables, objectives, inner_update, num_inner_steps,
-                 meta_step_size=None, meta_optimizer=None, seed=0, parallel_tasks=1):
-        super().__init__(variables, objectives, objectives, inner_update, num_inner_steps,
-                         seed=seed, parallel_tasks=parallel_tasks)
+                 meta_step_size=None, meta_optimizer=None, seed=0, parallel_tasks=1,
+                 eval_objectives=None):
+        super().__init__(variables, objectives, eval_objectives or objectives, inner_update,
+                         num_inner_steps, seed=seed, parallel_tasks=parallel_tasks)
         if (meta_step_size is None) == (meta_optimizer is None):
             raise ConfigError("Reptile needs exactly one of meta_step_size (epsilon, e.g. "
                               "0.1) and meta_optimizer (a Keras 3 optimizer)")
@@ -55,11 +60,6 @@ class Reptile(Learner):
         if self.meta_optimizer is not None:
             out["meta_optimizer"] = self.meta_optimizer
         return out
-
-    def _epsilon(self, step):
-        if callable(self.meta_step_size):
-            return self.meta_step_size(step)
-        return self.meta_step_size
 
     @property
     def update_variables(self):
@@ -95,12 +95,8 @@ class Reptile(Learner):
         if self.meta_optimizer is not None:
             self.meta_optimizer.apply_gradients(zip([-d for d in values], moved))
             return
-        epsilon = self._epsilon(tf.cast(step, tf.int64))
         for v, d in zip(moved, values):
-            # tf.constant for Python numbers: a float32 detour would perturb float64.
-            scale = (tf.constant(epsilon, d.dtype) if isinstance(epsilon, (int, float))
-                     else tf.cast(epsilon, d.dtype))
-            tf_variable(v).assign_add(scale * d)
+            tf_variable(v).assign_add(step_scalar(self.meta_step_size, step, d.dtype) * d)
 
     def _meta_step_graph(self, support, query, step):
         update = self.meta_update(support, query, step)
