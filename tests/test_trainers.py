@@ -24,7 +24,7 @@ FEWSHOT_CONFIGS = ["configs/tiny_fewshot.cfg", "configs/omniglot_protonet_5w1s.c
                    "configs/omniglot_maml_5w1s.cfg", "configs/omniglot_protonet_20w1s.cfg",
                    "configs/omniglot_maml_20w1s.cfg", "configs/vinyals_protonet_1shot.cfg",
                    "configs/vinyals_protonet_5shot.cfg", "configs/vinyals_maml_5w1s.cfg",
-                   "configs/vinyals_maml_20w1s.cfg"]
+                   "configs/vinyals_maml_20w1s.cfg", "configs/vinyals_reptile_5w1s.cfg"]
 _ONE_STEP = ["--num_steps=1", "--log_every=1", "--eval_every=1", "--checkpoint_every=1",
              "--eval_tasks=2", "--validation_classes=20"]
 
