@@ -483,6 +483,9 @@ def test_meta_step_anneal_builds_the_linear_schedule(algorithm, tmp_path):
     constant = fewshot.build_learner(dataclasses.replace(
         config, outer=dataclasses.replace(config.outer, meta_step_anneal=False)))[1]
     assert (getattr(constant, "meta_step_size", None) or constant.step_size) == 0.8
+    # a meta-test-only run of an annealed config builds its learner
+    assert fewshot.build_learner(dataclasses.replace(
+        config, train=dataclasses.replace(config.train, num_steps=0)))[1] is not None
 
 
 def test_training_tasks_take_train_k_shot_and_tests_k_shot(tmp_path, monkeypatch):

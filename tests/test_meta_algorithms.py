@@ -282,8 +282,9 @@ def test_linear_anneal_reaches_final_at_num_steps_then_holds():
     values = [float(anneal(tf.constant(s, tf.int64))) for s in (0, 1, 2, 4, 9)]
     assert values == pytest.approx([0.8, 0.6, 0.4, 0.0, 0.0], abs=1e-15)
     assert float(linear_anneal(1.0, 10, final=0.5)(tf.constant(5, tf.int64))) == 0.75
-    with pytest.raises(ConfigError, match="num_steps >= 1"):
-        linear_anneal(1.0, 0)
+    assert float(linear_anneal(1.0, 0)(tf.constant(3, tf.int64))) == 0.0   # test-only run
+    with pytest.raises(ConfigError, match="num_steps >= 0"):
+        linear_anneal(1.0, -1)
 
 
 @pytest.mark.parametrize("kind", ["reptile", "aggregation"])

@@ -59,12 +59,14 @@ def linear_anneal(start, num_steps, final=0.0):
     """`step -> start + (final - start) * min(step / num_steps, 1)`: a step size annealed
     linearly over `num_steps` meta-steps, then held at `final` (Nichol et al. 2018 anneal
     Reptile's epsilon from 1 to 0 over training). `step`: an integer tensor (the 0-based
-    meta-step); returns a float64 scalar tensor."""
-    if num_steps < 1:
-        raise ConfigError(f"linear_anneal needs num_steps >= 1, got {num_steps}")
+    meta-step); returns a float64 scalar tensor. num_steps = 0 (a meta-test-only run)
+    gives `final` at every step."""
+    if num_steps < 0:
+        raise ConfigError(f"linear_anneal needs num_steps >= 0, got {num_steps}")
 
     def value(step):
-        done = tf.minimum(tf.cast(step, tf.float64) / float(num_steps), 1.0)
+        done = (tf.constant(1.0, tf.float64) if num_steps == 0 else
+                tf.minimum(tf.cast(step, tf.float64) / float(num_steps), 1.0))
         return tf.constant(start, tf.float64) + (final - start) * done
     return value
 
